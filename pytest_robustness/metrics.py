@@ -1,0 +1,111 @@
+"""Metrics: accuracy-style verdict metrics, Dioptra's distance metrics and classification metrics.
+
+Distance metrics are computed per image on the flattened images (every image,
+unlike Dioptra which drops the last partial batch) and summarised the way
+Dioptra logs them: ``{name}`` is the mean, plus ``_median``, ``_stdev``,
+``_iqr``, ``_min`` and ``_max``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+TOL = 1e-12
+
+
+def _flat(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+
+
+def l_inf_norm(clean, adv):
+    return np.abs(_flat(adv) - _flat(clean)).max(axis=1)
+
+
+def l_1_norm(clean, adv):
+    return np.abs(_flat(adv) - _flat(clean)).sum(axis=1)
+
+
+def l_2_norm(clean, adv):
+    return np.sqrt(((_flat(adv) - _flat(clean)) ** 2).sum(axis=1))
+
+
+def cosine_similarity(clean, adv):
+    a, b = _flat(clean), _flat(adv)
+    return (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), TOL)
+
+
+def wasserstein_distance(clean, adv):
+    """1-D Wasserstein between each image's pixel distributions (scipy's, vectorised:
+    for equal-size uniform samples it is the mean gap between sorted values)."""
+    return np.abs(np.sort(_flat(clean), axis=1) - np.sort(_flat(adv), axis=1)).mean(axis=1)
+
+
+DISTANCE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "l_inf_norm": l_inf_norm,
+    "l_1_norm": l_1_norm,
+    "l_2_norm": l_2_norm,
+    "cosine_similarity": cosine_similarity,
+    "euclidean_distance": l_2_norm,
+    "manhattan_distance": l_1_norm,
+    "wasserstein_distance": wasserstein_distance,
+}
+
+
+def distance_table(clean: np.ndarray, adv: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image values of every distance metric (the CSV artifact's columns)."""
+    return {name: fn(clean, adv) for name, fn in DISTANCE_METRICS.items()}
+
+
+def summarise_distances(table: dict[str, np.ndarray]) -> dict[str, float]:
+    summary: dict[str, float] = {}
+    for name, values in table.items():
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        summary[name] = float(values.mean())
+        summary[f"{name}_median"] = float(median)
+        summary[f"{name}_stdev"] = float(values.std())
+        summary[f"{name}_iqr"] = float(q3 - q1)
+        summary[f"{name}_min"] = float(values.min())
+        summary[f"{name}_max"] = float(values.max())
+    return summary
+
+
+def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred))) if len(y_true) else float("nan")
+
+
+def attack_success_rate(y_true: np.ndarray, clean_pred: np.ndarray, adv_pred: np.ndarray) -> float:
+    """Of the samples the model classified correctly, the fraction the attack flipped
+    (ART's ``compute_success`` restricted to the correctly classified samples)."""
+    correct = np.asarray(clean_pred) == np.asarray(y_true)
+    if not correct.any():
+        return float("nan")
+    return float(np.mean(np.asarray(adv_pred)[correct] != np.asarray(y_true)[correct]))
+
+
+def targeted_success_rate(y_true: np.ndarray, adv_pred: np.ndarray, target: int) -> float:
+    """Fraction classified as ``target`` among samples whose true label is not the target."""
+    others = np.asarray(y_true) != target
+    return float(np.mean(np.asarray(adv_pred)[others] == target)) if others.any() else float("nan")
+
+
+def classification_metrics(y_true: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Dioptra's inference metrics plus f1: macro-averaged over the classes; auc one-vs-rest."""
+    from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+    n_classes = probabilities.shape[1]
+    y_pred = probabilities.argmax(axis=1)
+    labels = np.arange(n_classes)
+    metrics = {
+        "accuracy": accuracy(y_true, y_pred),
+        "precision": float(precision_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "recall": float(recall_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+        "f1": float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)),
+    }
+    present = np.unique(y_true)
+    if len(present) > 1:
+        probs = probabilities[:, present] / np.maximum(probabilities[:, present].sum(axis=1, keepdims=True), TOL)
+        metrics["auc"] = float(roc_auc_score(y_true, probs, multi_class="ovr", labels=present)
+                               if len(present) > 2 else roc_auc_score(y_true == present[1], probs[:, 1]))
+    return metrics

@@ -1,0 +1,78 @@
+"""pytest-robustness plugin entry point (``pytest11``): options, markers, start-up checks, collection.
+
+Fixtures live in :mod:`pytest_robustness.fixtures` and MLflow/JUnit reporting in
+:mod:`pytest_robustness.reporting`; both are loaded through ``pytest_plugins``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .architectures import ARCHITECTURES
+from .settings import Settings, add_options, read_settings
+
+# reporting first: fixtures imports it, and a plugin must be registered before
+# another module imports it, or pytest cannot assertion-rewrite it.
+pytest_plugins = ["pytest_robustness.reporting", "pytest_robustness.fixtures"]
+
+# Noise from our dependencies, not from the user's code.
+DEPENDENCY_WARNINGS = (
+    "ignore:PyTorch not found:UserWarning",
+    "ignore:The ``noload`` loader strategy is deprecated",
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning",
+)
+
+SETTINGS_KEY = pytest.StashKey[Settings]()
+
+MARKERS = {
+    "fgm": "Fast Gradient Method evasion attack cells",
+    "patch": "adversarial patch attack cells",
+    "defense": "cells that evaluate a defense",
+    "gpu": "needs a GPU: skipped unless --gpu",
+    "slow": "slow on CPU (large architectures, adversarial training); deselect with -m 'not slow'",
+    **{name: f"cells on the {name} architecture" for name in ARCHITECTURES},
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    for name, doc in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {doc}")
+    for line in DEPENDENCY_WARNINGS:
+        config.addinivalue_line("filterwarnings", line)
+    if config.option.help or config.option.markers or getattr(config.option, "showfixtures", False):
+        return
+    config.stash[SETTINGS_KEY] = read_settings(config)
+
+
+def settings_of(config: pytest.Config) -> Settings:
+    return config.stash[SETTINGS_KEY]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test that asks for ``architecture`` runs once per selected architecture.
+
+    Runs before ``@pytest.mark.parametrize`` so the architecture leads the test id
+    (``test_fgm[le_net-linf-eps0.3]``); each cell carries its architecture marker,
+    and ``slow`` for the large ones.
+    """
+    if "architecture" not in metafunc.fixturenames:
+        return
+    names = settings_of(metafunc.config).architectures
+    params = [pytest.param(name, id=name, marks=[getattr(pytest.mark, name)]
+                           + ([pytest.mark.slow] if ARCHITECTURES[name].slow else [])) for name in names]
+    metafunc.parametrize("architecture", params)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--gpu"):
+        return
+    skip = pytest.mark.skip(reason="needs --gpu")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

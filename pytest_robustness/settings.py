@@ -1,0 +1,160 @@
+"""Command-line options and ini keys, read once into a validated, immutable :class:`Settings`.
+
+Validation here is cheap (no TensorFlow, no training), so bad input fails at
+start-up with one line naming the option, value and what was expected.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture
+from .attacks import BACKENDS
+from .datasets import default_experiment_name, validate_dataset_spec
+from .errors import RobustnessUsageError
+from .training import TrainingParams
+
+CACHE_MODES = ("readwrite", "read", "write", "off")
+GROUP = "robustness"
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup(GROUP, "adversarial robustness (pytest-robustness)")
+    group.addoption("--gpu", action="store_true", default=False,
+                    help="run on a GPU (fails at start-up if TensorFlow sees none); tests marked gpu need it")
+    group.addoption("--dataset", default=None,
+                    help="'mnist' (built-in), a Dioptra folder with training/<label>/*.png and testing/<label>/*.png, "
+                         "or an .npz with x_train/y_train/x_test/y_test [ini: robustness_dataset; default mnist]")
+    group.addoption("--architecture", action="append", default=None, metavar="NAME",
+                    help=f"architecture to test, repeatable: {', '.join(ARCHITECTURES)} "
+                         f"[ini: robustness_architectures; default {' '.join(DEFAULT_ARCHITECTURES)}]")
+    group.addoption("--model-uri", default=None, metavar="URI",
+                    help="test a registered model (models:/NAME/VERSION or models:/NAME@ALIAS) instead of training; "
+                         "--architecture names it in test ids and thresholds")
+    group.addoption("--experiment", default=None,
+                    help="MLflow experiment [ini: robustness_experiment; default: dataset name, 'mnist' for built-in]")
+    group.addoption("--mlflow-uri", default=None, metavar="URI",
+                    help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory]")
+    group.addoption("--robustness-seed", type=int, default=None, metavar="SEED",
+                    help="seed for data split, training and attacks [ini: robustness_seed; default 0]")
+    group.addoption("--train", action="append", default=None, metavar="KEY=VALUE",
+                    help="training parameter, repeatable: epochs, batch_size, learning_rate, optimizer "
+                         "(adam/rmsprop/adagrad/sgd), validation_split, samples [ini: robustness_train]")
+    group.addoption("--samples", type=int, default=None, metavar="N",
+                    help="attack at most N test images (0: all) [ini: robustness_samples; default 0]")
+    group.addoption("--attack-backend", default=None, choices=BACKENDS,
+                    help="'compiled' (batched tf.function kernels) or 'art' (ART's own classes, the reference) "
+                         "[ini: robustness_attack_backend; default compiled]")
+    group.addoption("--robustness-cache", default=None, choices=CACHE_MODES,
+                    help="reuse adversarial examples and patches across runs [ini: robustness_cache; default readwrite]")
+
+    parser.addini("robustness_dataset", "default --dataset", default="mnist")
+    parser.addini("robustness_architectures", "default --architecture list", type="args",
+                  default=list(DEFAULT_ARCHITECTURES))
+    parser.addini("robustness_experiment", "default --experiment", default="")
+    parser.addini("robustness_seed", "default --robustness-seed", default="0")
+    parser.addini("robustness_train", "default training parameters, KEY=VALUE ...", type="args", default=[])
+    parser.addini("robustness_samples", "default --samples", default="0")
+    parser.addini("robustness_attack_backend", "default --attack-backend", default="compiled")
+    parser.addini("robustness_cache", "default --robustness-cache", default="readwrite")
+
+
+@dataclass(frozen=True)
+class Settings:
+    dataset: str = "mnist"
+    architectures: tuple[str, ...] = DEFAULT_ARCHITECTURES
+    model_uri: str | None = None
+    experiment: str = "mnist"
+    mlflow_uri: str = ""
+    seed: int = 0
+    gpu: bool = False
+    training: TrainingParams = field(default_factory=TrainingParams)
+    training_explicit: frozenset[str] = frozenset()
+    samples: int = 0
+    attack_backend: str = "compiled"
+    cache_mode: str = "readwrite"
+    cache_dir: Path = Path(".robustness_cache")
+
+    def training_for(self, architecture: str) -> TrainingParams:
+        overrides = dict(get_architecture(architecture).training_overrides)
+        return self.training.with_overrides(overrides, set(self.training_explicit))
+
+    def samples_for(self, architecture: str, available: int) -> int:
+        cap = get_architecture(architecture).max_eval_samples
+        n = self.samples or available
+        if cap and not self.samples:
+            n = min(n, cap)
+        return min(n, available)
+
+
+def _int(option: str, raw: Any) -> int:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise RobustnessUsageError(f"{option} {raw!r}: expected an integer") from None
+
+
+def _choice(option: str, raw: str, allowed: tuple[str, ...]) -> str:
+    if raw not in allowed:
+        raise RobustnessUsageError(f"{option} {raw!r}: expected one of {', '.join(allowed)}")
+    return raw
+
+
+def default_tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def read_settings(config: pytest.Config) -> Settings:
+    opt = config.getoption
+    dataset = opt("--dataset") or config.getini("robustness_dataset")
+    validate_dataset_spec(dataset)
+
+    model_uri = opt("--model-uri")
+    architectures = tuple(opt("--architecture") or ())
+    if model_uri:
+        from .model_registry import parse_model_uri
+
+        name, _, _ = parse_model_uri(model_uri)
+        if len(architectures) > 1:
+            raise RobustnessUsageError(f"--model-uri {model_uri}: give at most one --architecture to name it")
+        if not architectures:
+            inferred = [a for a in ARCHITECTURES if name.endswith(f"_{a}") or name == a]
+            if not inferred:
+                raise RobustnessUsageError(
+                    f"--model-uri {model_uri}: cannot tell its architecture from the name; add --architecture NAME"
+                )
+            architectures = (inferred[0],)
+    architectures = architectures or tuple(config.getini("robustness_architectures"))
+    for name in architectures:
+        get_architecture(name)
+    architectures = tuple(dict.fromkeys(architectures))
+
+    samples = _int("--samples", opt("--samples") if opt("--samples") is not None else config.getini("robustness_samples"))
+    if samples < 0:
+        raise RobustnessUsageError(f"--samples {samples}: expected 0 (all) or a positive count")
+
+    train_items = list(config.getini("robustness_train")) + list(opt("--train") or [])
+    training = TrainingParams.parse(train_items)
+    explicit = frozenset(item.partition("=")[0].strip() for item in train_items)
+
+    return Settings(
+        dataset=dataset,
+        architectures=architectures,
+        model_uri=model_uri,
+        experiment=opt("--experiment") or config.getini("robustness_experiment") or default_experiment_name(dataset),
+        mlflow_uri=opt("--mlflow-uri") or default_tracking_uri(),
+        seed=_int("--robustness-seed", opt("--robustness-seed") if opt("--robustness-seed") is not None
+                  else config.getini("robustness_seed")),
+        gpu=bool(opt("--gpu")),
+        training=training,
+        training_explicit=explicit,
+        samples=samples,
+        attack_backend=_choice("--attack-backend", opt("--attack-backend") or config.getini("robustness_attack_backend"), BACKENDS),
+        cache_mode=_choice("--robustness-cache", opt("--robustness-cache") or config.getini("robustness_cache"), CACHE_MODES),
+        cache_dir=Path(config.rootpath) / ".robustness_cache",
+    )

@@ -1,0 +1,137 @@
+"""MLflow bookkeeping: one parent run per session, one nested run per test.
+
+Uses ``MlflowClient`` with explicit run ids rather than the fluent API's
+global active-run stack, so xdist workers can log nested runs under the
+controller's session run, and every run this process opened is closed as
+FINISHED, FAILED or KILLED, never left RUNNING.
+"""
+
+from __future__ import annotations
+
+import atexit
+import io
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+PARENT_RUN_TAG = "mlflow.parentRunId"
+RUN_NAME_TAG = "mlflow.runName"
+MAX_PARAM_LENGTH = 6000
+
+
+def _stringify(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:MAX_PARAM_LENGTH]
+
+
+class Tracker:
+    """The MLflow client of one pytest process, with the runs it opened."""
+
+    def __init__(self, tracking_uri: str, experiment: str):
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri)
+        self.experiment_name = experiment
+        self.experiment_id: str | None = None
+        self.session_run_id: str | None = None
+        self.open_runs: set[str] = set()
+        atexit.register(self.kill_open_runs)
+
+    # -- experiment and session run -------------------------------------------------
+    def ensure_experiment(self) -> str:
+        if self.experiment_id is None:
+            existing = self.client.get_experiment_by_name(self.experiment_name)
+            if existing is not None:
+                self.experiment_id = existing.experiment_id
+            else:
+                self.experiment_id = self.client.create_experiment(
+                    self.experiment_name, artifact_location=self._local_artifact_location()
+                )
+        return self.experiment_id
+
+    def _local_artifact_location(self) -> str | None:
+        """Keep a sqlite store's artifacts beside its database file, not in the caller's cwd."""
+        prefix = "sqlite:///"
+        if not self.tracking_uri.startswith(prefix):
+            return None
+        db = Path(self.tracking_uri[len(prefix):])
+        return (db.parent / "mlartifacts" / self.experiment_name).resolve().as_uri()
+
+    def start_session_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
+        run = self.client.create_run(self.ensure_experiment(), run_name=name, tags=dict(tags))
+        self.session_run_id = run.info.run_id
+        self.open_runs.add(self.session_run_id)
+        self.log_params(self.session_run_id, params)
+        return self.session_run_id
+
+    def attach_session_run(self, run_id: str, experiment_id: str) -> None:
+        """An xdist worker logs under the controller's session run."""
+        self.session_run_id = run_id
+        self.experiment_id = experiment_id
+
+    # -- nested runs -------------------------------------------------------------------
+    def start_child_run(self, name: str, tags: Mapping[str, str] | None = None) -> str:
+        all_tags = {**(tags or {}), RUN_NAME_TAG: name}
+        if self.session_run_id:
+            all_tags[PARENT_RUN_TAG] = self.session_run_id
+        run = self.client.create_run(self.ensure_experiment(), run_name=name, tags=all_tags)
+        self.open_runs.add(run.info.run_id)
+        return run.info.run_id
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """status: FINISHED, FAILED or KILLED."""
+        if run_id in self.open_runs:
+            self.open_runs.discard(run_id)
+            self.client.set_terminated(run_id, status=status)
+
+    def kill_open_runs(self, status: str = "KILLED") -> None:
+        for run_id in list(self.open_runs):
+            try:
+                self.end_run(run_id, status)
+            except Exception:  # noqa: BLE001 - best effort at interpreter exit
+                self.open_runs.discard(run_id)
+
+    # -- logging -----------------------------------------------------------------------
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        if params:
+            self.client.log_batch(run_id, params=[Param(k, _stringify(v)) for k, v in params.items()])
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and v == v}
+        if finite:
+            self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in finite.items()])
+
+    def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        if tags:
+            self.client.log_batch(run_id, tags=[RunTag(k, _stringify(v)) for k, v in tags.items()])
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(run_id, str(path), artifact_path)
+
+    def log_bytes(self, run_id: str, name: str, data: bytes) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / name
+            target.write_bytes(data)
+            self.client.log_artifact(run_id, str(target))
+
+    def log_npz(self, run_id: str, name: str, **arrays) -> None:
+        import numpy as np
+
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        self.log_bytes(run_id, name, buffer.getvalue())
+
+
+def process_label() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
