@@ -42,6 +42,10 @@ class AttackResult:
     metrics: dict[str, float] = field(default_factory=dict)
     distances: dict[str, np.ndarray] = field(default_factory=dict)
     run: AttackRun | None = None
+    # Identity of the matrix cell, which thresholds are keyed by.
+    architecture: str = ""
+    defense: str = "none"
+    threat_model: str = ""
 
     @property
     def clean_predictions(self) -> np.ndarray:
@@ -137,6 +141,7 @@ class Robustness:
         run = self.session.attack_run(self.architecture, name, resolved, x, recipe=recipe)
         result = score(name, {**resolved, **run.extra_params}, registered.uri, x, y, run.x_adv,
                        self.classifier(recipe), run)
+        result.architecture = self.architecture
         self.log_result(result)
         return result
 
