@@ -52,6 +52,8 @@ def add_options(parser: pytest.Parser) -> None:
                          "[ini: robustness_attack_backend; default compiled]")
     group.addoption("--robustness-cache", default=None, choices=CACHE_MODES,
                     help="reuse adversarial examples and patches across runs [ini: robustness_cache; default readwrite]")
+    group.addoption("--robustness-cache-dir", default=None, metavar="DIR",
+                    help="where cached examples and locks live [ini: robustness_cache_dir; default <rootdir>/.robustness_cache]")
 
     parser.addini("robustness_dataset", "default --dataset", default="mnist")
     parser.addini("robustness_architectures", "default --architecture list", type="args",
@@ -62,6 +64,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("robustness_samples", "default --samples", default="0")
     parser.addini("robustness_attack_backend", "default --attack-backend", default="compiled")
     parser.addini("robustness_cache", "default --robustness-cache", default="readwrite")
+    parser.addini("robustness_cache_dir", "default --robustness-cache-dir", default="")
 
 
 @dataclass(frozen=True)
@@ -156,5 +159,6 @@ def read_settings(config: pytest.Config) -> Settings:
         samples=samples,
         attack_backend=_choice("--attack-backend", opt("--attack-backend") or config.getini("robustness_attack_backend"), BACKENDS),
         cache_mode=_choice("--robustness-cache", opt("--robustness-cache") or config.getini("robustness_cache"), CACHE_MODES),
-        cache_dir=Path(config.rootpath) / ".robustness_cache",
+        cache_dir=Path(opt("--robustness-cache-dir") or config.getini("robustness_cache_dir")
+                       or Path(config.rootpath) / ".robustness_cache").resolve(),
     )

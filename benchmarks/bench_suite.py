@@ -1,0 +1,68 @@
+"""Wall time and peak memory of the non-slow suite, cold (empty store and cache) then warm (everything reused).
+
+Run: ``python benchmarks/bench_suite.py [--marker "not slow"] [--json out.json]``.
+Each run is a separate ``pytest`` process on a fresh temporary MLflow store and
+cache directory, so "cold" really trains, attacks and generates patches, and
+"warm" measures what reuse saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_suite(workdir: Path, marker: str, extra: list[str]) -> dict:
+    command = [sys.executable, "-m", "pytest", str(REPO / "robustness_suites"), "-m", marker, "-q",
+               "-p", "no:cacheprovider", f"--mlflow-uri=sqlite:///{workdir / 'mlflow.db'}",
+               f"--robustness-cache-dir={workdir / 'cache'}", *extra]
+    started = time.perf_counter()
+    completed = subprocess.run(command, cwd=workdir, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    tail = completed.stdout.strip().splitlines()[-1] if completed.stdout.strip() else completed.stderr[-300:]
+    return {"seconds": seconds, "exit": completed.returncode, "summary": tail,
+            # ru_maxrss of terminated children is their maximum so far, in KiB on Linux.
+            "peak_rss_mib_so_far": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def bench_suite(marker: str = "not slow", extra: list[str] | None = None) -> dict:
+    with tempfile.TemporaryDirectory(prefix="robustness-bench-") as tmp:
+        workdir = Path(tmp)
+        cold = run_suite(workdir, marker, extra or [])
+        warm = run_suite(workdir, marker, extra or [])
+    return {"marker": marker, "cold": cold, "warm": warm, "warm_over_cold": warm["seconds"] / cold["seconds"],
+            "peak_rss_mib": max(cold["peak_rss_mib_so_far"], warm["peak_rss_mib_so_far"])}
+
+
+def print_suite(result: dict) -> None:
+    cold, warm = result["cold"], result["warm"]
+    print(f"suite -m {result['marker']!r}: cold {cold['seconds']:.1f} s ({cold['summary']}), "
+          f"warm {warm['seconds']:.1f} s ({warm['summary']}), warm/cold {result['warm_over_cold']:.1%} "
+          f"(target <= 15%), peak RSS {result['peak_rss_mib']:.0f} MiB")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--marker", default="not slow")
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after --")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    result = bench_suite(args.marker, args.pytest_args)
+    print_suite(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0 if result["cold"]["exit"] == 0 and result["warm"]["exit"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
