@@ -145,25 +145,45 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         counts = {k: len(v) for k, v in reporter.stats.items() if k in ("passed", "failed", "error", "skipped")}
         for key, value in counts.items():
             client.log_metric(run_id, f"tests_{key}", value)
+    reuse = reuse_summary(client, settings_of(config), run_id)
     client.set_tag(run_id, "robustness.exitstatus", int(exitstatus))
+    client.set_tag(run_id, "robustness.reuse", reuse)
     client.set_terminated(run_id, status=EXIT_STATUS.get(exitstatus, "FAILED"))
     _session_file(config).unlink(missing_ok=True)
-    config.stash[SESSION_RUN_DONE] = (run_id, settings_of(config))
+    config.stash[SESSION_RUN_DONE] = (run_id, settings_of(config), reuse)
+
+
+def reuse_summary(client, settings, session_run_id: str) -> str:
+    """What this session computed and what it reused, read back from its nested runs.
+
+    Reading MLflow (rather than per-process counters) makes the line right
+    under xdist and when several machines log to one tracking server.
+    """
+    from mlflow.entities import ViewType
+
+    experiment = client.get_experiment_by_name(settings.experiment)
+    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{session_run_id}'",
+                                  run_view_type=ViewType.ALL, max_results=50000)
+    trained = sum(1 for r in children if r.data.tags.get("robustness.kind") == "training")
+    tests = [r for r in children if r.data.tags.get("robustness.kind") == "test"]
+    models = {r.data.params.get("model_uri") for r in tests} - {None}
+    examples = [r.data.tags.get("robustness.examples", "computed") for r in tests]
+    reused = sum(1 for e in examples if e in ("cache", "memory"))
+    return (f"models: {trained} trained, {max(len(models) - trained, 0)} reused from the registry; "
+            f"attack examples: {len(examples) - reused} computed, {reused} reused "
+            f"({examples.count('cache')} from the cache, {examples.count('memory')} shared in-session)")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     done = config.stash.get(SESSION_RUN_DONE, None)
     if done is None:
         return
-    run_id, settings = done
+    run_id, settings, reuse = done
     terminalreporter.write_sep("-", "pytest-robustness")
     terminalreporter.write_line(
         f"MLflow session run {run_id} in experiment '{settings.experiment}' at {settings.mlflow_uri}"
     )
-    if SESSION_KEY in config.stash:
-        state = config.stash[SESSION_KEY]
-        for line in state.reuse_log:
-            terminalreporter.write_line(f"  {line}")
+    terminalreporter.write_line(f"reuse: {reuse}")
 
 
 # -- JUnit properties ---------------------------------------------------------------------------

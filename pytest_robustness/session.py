@@ -75,7 +75,6 @@ class RobustnessSession:
         self._classifiers: dict[tuple[str, str], Any] = {}
         self._attack_runs: dict[tuple, AttackRun] = {}
         self.cache = ArrayCache(settings.cache_dir / "arrays", settings.cache_mode)
-        self.reuse_log: list[str] = []
 
     # -- data ------------------------------------------------------------------------------
     @property
@@ -143,7 +142,6 @@ class RobustnessSession:
             self.tracker.end_run(run_id, "FAILED")
             raise
         self.tracker.end_run(run_id, "FINISHED")
-        self.reuse_log.append(f"trained and registered {name} v{info.registered_model_version}")
         return model, info.registered_model_version, run_id
 
     def classifier(self, architecture: str, recipe: str = "", defences: tuple = (), defence_key: str = ""):
@@ -180,7 +178,6 @@ class RobustnessSession:
             run = AttackRun(cached.pop("x_adv"), {k: v for k, v in cached.items() if not k.startswith("param__")},
                             {k[len("param__"):]: v.item() for k, v in cached.items() if k.startswith("param__")},
                             reused="cache")
-            self.reuse_log.append(f"reused {attack} examples for {registered.uri} from the cache")
         else:
             from .attacks.base import seed_everything
 
