@@ -7,12 +7,13 @@ never be served: change any input and the key changes.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -54,6 +55,26 @@ class ArrayCache:
             return None
         self.hits += 1
         return found
+
+    @contextlib.contextmanager
+    def file(self, key: str, name: str, write: Callable[[Path], Any]) -> Iterator[Path]:
+        """A content-addressed file (e.g. an artifact to log), written by ``write(path)`` only when missing.
+
+        With the cache off or read-only it is written to a temporary folder, removed on exit.
+        """
+        if not self.writable:
+            with tempfile.TemporaryDirectory(prefix="robustness-") as tmp:
+                path = Path(tmp) / name
+                write(path)
+                yield path
+            return
+        path = self.directory.parent / "files" / key[:2] / key / name
+        if not (self.readable and path.is_file()):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{name}.{os.getpid()}.tmp")
+            write(partial)
+            os.replace(partial, path)
+        yield path
 
     def put(self, key: str, **arrays: np.ndarray) -> None:
         """Atomic write (temp file + rename), so parallel workers never read half a file."""

@@ -19,6 +19,7 @@ import pytest
 from . import metrics as m
 from .attacks import get_attack
 from .classifiers import predict_labels
+from .datasets import content_digest
 from .params import case_id
 from .session import AttackRun, RobustnessSession
 from .thresholds import Bound, check_bounds
@@ -140,7 +141,7 @@ class Robustness:
         x, y = self.eval_set()
         run = self.session.attack_run(self.architecture, name, resolved, x, recipe=recipe)
         result = score(name, {**resolved, **run.extra_params}, registered.uri, x, y, run.x_adv,
-                       self.classifier(recipe), run)
+                       self.session.predictor(self.architecture, recipe), run)
         result.architecture = self.architecture
         self.log_result(result)
         return result
@@ -156,11 +157,17 @@ class Robustness:
         self.log_examples(result, prefix)
 
     def log_examples(self, result: AttackResult, prefix: str = "") -> None:
-        tracker, run_id = self.session.tracker, self.ensure_run()
-        tracker.log_npz(run_id, f"{prefix}adversarial_examples.npz", x_clean=result.x_clean, x_adv=result.x_adv,
-                        y_true=result.y_true)
+        """Log the examples and the per-image distance table; the files are content-addressed in the
+        cache, so a re-run copies them instead of compressing megabytes again."""
+        tracker, run_id, cache = self.session.tracker, self.ensure_run(), self.session.cache
+        key = cache.key("examples", content_digest(result.x_clean, result.x_adv, result.y_true))
+        with cache.file(key, f"{prefix}adversarial_examples.npz", lambda path: write_npz(
+                path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true)) as npz:
+            tracker.log_artifact(run_id, npz)
         if result.distances:
-            tracker.log_bytes(run_id, f"{prefix}distance_metrics.csv", distance_csv(result.distances))
+            with cache.file(key, f"{prefix}distance_metrics.csv",
+                            lambda path: path.write_bytes(distance_csv(result.distances))) as csv_file:
+                tracker.log_artifact(run_id, csv_file)
 
     # -- verdict -----------------------------------------------------------------------------
     def check(self, result: AttackResult | Mapping[str, float], **floors: float) -> None:
@@ -176,6 +183,11 @@ class Robustness:
 
     def case_id(self, attack: str, params: Mapping[str, Any]) -> str:
         return case_id(get_attack(attack).params, params)
+
+
+def write_npz(path, **arrays: np.ndarray) -> None:
+    with open(path, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
 
 
 def distance_csv(table: Mapping[str, np.ndarray]) -> bytes:

@@ -18,7 +18,7 @@ from .architectures import get_architecture
 from .attacks import AttackTarget, get_attack
 from .cache import ArrayCache
 from .classifiers import make_classifier
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, content_digest, load_dataset
 from .model_registry import (
     RegisteredModel,
     find_or_train,
@@ -54,6 +54,34 @@ def weights_digest(model) -> str:
     return h.hexdigest()[:16]
 
 
+class CachedPredictor:
+    """An ART classifier whose ``predict`` is memoised by the content of its input.
+
+    Predictions depend only on the weights, the defences (and their seed) and
+    the input bytes, which is exactly the key: clean predictions are computed
+    once per model, and a warm re-run predicts nothing.
+    """
+
+    def __init__(self, classifier, key: tuple, cache: ArrayCache, memo: dict):
+        self.classifier = classifier
+        self.key = key
+        self._cache = cache
+        self._memo = memo
+
+    def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        key = self._cache.key("predict", *self.key, content_digest(x))
+        if key not in self._memo:
+            cached = self._cache.get(key)
+            if cached is None:
+                cached = {"probabilities": self.classifier.predict(x, batch_size=batch_size).astype(np.float32)}
+                self._cache.put(key, **cached)
+            self._memo[key] = cached["probabilities"]
+        return self._memo[key]
+
+    def __getattr__(self, name: str):
+        return getattr(self.classifier, name)
+
+
 @dataclass
 class AttackRun:
     """Adversarial examples for one (model, attack, parameters, samples) and how they were obtained."""
@@ -74,6 +102,8 @@ class RobustnessSession:
         self._models: dict[tuple[str, str], RegisteredModel] = {}
         self._classifiers: dict[tuple[str, str], Any] = {}
         self._attack_runs: dict[tuple, AttackRun] = {}
+        self._weights_digests: dict[tuple[str, str], str] = {}
+        self._predictions: dict[str, np.ndarray] = {}
         self.cache = ArrayCache(settings.cache_dir / "arrays", settings.cache_mode)
 
     # -- data ------------------------------------------------------------------------------
@@ -144,6 +174,18 @@ class RobustnessSession:
         self.tracker.end_run(run_id, "FINISHED")
         return model, info.registered_model_version, run_id
 
+    def model_digest(self, architecture: str, recipe: str = "") -> str:
+        key = (architecture, recipe)
+        if key not in self._weights_digests:
+            self._weights_digests[key] = weights_digest(self.model(architecture, recipe).model)
+        return self._weights_digests[key]
+
+    def predictor(self, architecture: str, recipe: str = "", defences: tuple = (), defence_key: str = "") -> CachedPredictor:
+        """The classifier for scoring: same predictions, memoised by input content."""
+        classifier = self.classifier(architecture, recipe, defences, defence_key)
+        key = (self.model_digest(architecture, recipe), defence_key, self.settings.seed)
+        return CachedPredictor(classifier, key, self.cache, self._predictions)
+
     def classifier(self, architecture: str, recipe: str = "", defences: tuple = (), defence_key: str = ""):
         """ART wrapper of a registered model; with ``defences`` attached as preprocessors."""
         key = (architecture, recipe, defence_key)
@@ -167,8 +209,8 @@ class RobustnessSession:
         spec = get_attack(attack)
         resolved = spec.resolve(params)
         backend = "art" if defence_key else self.settings.attack_backend
-        key = (registered.uri, weights_digest(registered.model), attack, tuple(sorted(resolved.items())),
-               len(x), self.settings.seed, backend, defence_key, self.dataset.digest)
+        key = (registered.uri, self.model_digest(architecture, recipe), attack, tuple(sorted(resolved.items())),
+               content_digest(x), self.settings.seed, backend, defence_key)
         if key in self._attack_runs:
             found = self._attack_runs[key]
             return AttackRun(found.x_adv, found.artifacts, found.extra_params, found.seconds, "memory")
