@@ -8,6 +8,8 @@ an attack or its examples never redo the work.
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,6 +31,8 @@ from .model_registry import (
 )
 from .settings import Settings
 from .training import TrainingParams, compile_model, fit
+
+log = logging.getLogger("pytest_robustness")
 
 PIP_REQUIREMENTS = ["tensorflow-cpu>=2.21,<2.22", "keras>=3.10,<4"]
 
@@ -153,6 +157,8 @@ class RobustnessSession:
 
         data = self.dataset
         run_id = self.tracker.start_child_run(f"train {name}", {"robustness.kind": "training"})
+        started = time.perf_counter()
+        log.info("training %s (%s recipe): %s on %d images", name, recipe or "standard", params, len(data.x_train))
         try:
             keras.utils.set_random_seed(self.settings.seed)
             model = get_architecture(architecture).build(data.input_shape, data.n_classes)
@@ -172,6 +178,8 @@ class RobustnessSession:
             self.tracker.end_run(run_id, "FAILED")
             raise
         self.tracker.end_run(run_id, "FINISHED")
+        log.info("trained %s in %.1f s (test accuracy %.3f); registered as version %s",
+                 name, time.perf_counter() - started, acc, info.registered_model_version)
         return model, info.registered_model_version, run_id
 
     def model_digest(self, architecture: str, recipe: str = "") -> str:
@@ -203,8 +211,6 @@ class RobustnessSession:
         With defences on the classifier (the adaptive threat model) the ART
         backend is used: its BPDA gradients through the defence are the reference.
         """
-        import time
-
         registered = self.model(architecture, recipe)
         spec = get_attack(attack)
         resolved = spec.resolve(params)
@@ -230,6 +236,8 @@ class RobustnessSession:
             output = spec.generator(backend)(target, x, resolved)
             run = AttackRun(np.asarray(output.x_adv, dtype=np.float32), output.artifacts, output.extra_params,
                             time.perf_counter() - started)
+            log.info("%s on %s (%s backend, %d images) took %.2f s", attack, registered.uri, backend, len(x),
+                     run.seconds)
             self.cache.put(cache_key, x_adv=run.x_adv, **{k: np.asarray(v) for k, v in run.artifacts.items()},
                            **{f"param__{k}": np.asarray(v) for k, v in run.extra_params.items()})
         self._attack_runs[key] = run
