@@ -1,0 +1,359 @@
+"""Compiled re-implementations of ART's FGM, PGD and adversarial-patch attacks.
+
+Each attack is a ``tf.function`` built once per (model, attack configuration)
+and cached on the model (weakly, so the cache never keeps a model alive).
+The kernels reproduce the arithmetic of the Adversarial Robustness Toolbox
+(ART 1.20.1) reference implementations used with a
+``TensorFlowV2Classifier(..., loss_object=CategoricalCrossentropy(),
+clip_values=...)``:
+
+* :func:`fgm` -- ``art.attacks.evasion.FastGradientMethod`` (numpy code path),
+  including ``minimal=True``.
+* :func:`pgd` -- ``art.attacks.evasion.ProjectedGradientDescent``, which for a
+  ``TensorFlowV2Classifier`` dispatches to ``ProjectedGradientDescentTensorFlowV2``.
+* :func:`generate_patch` -- ``art.attacks.evasion.AdversarialPatchTensorFlowV2``
+  with its defaults (Adam optimiser, ``targeted=True``).
+
+Differences from ART are listed in the docstring of each function.  Nothing
+inside the traced functions touches numpy or the host, so the same code runs
+on a GPU; the only host work is slicing the input into batches.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import weakref
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+__all__ = ["fgm", "pgd", "generate_patch", "apply_patch"]
+
+# model -> {config key: tf.function}.  The kernels only hold a weak reference
+# to the model, so entries disappear together with the model.
+_KERNELS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _kernel(model, key, build):
+    per_model = _KERNELS.get(model)
+    if per_model is None:
+        per_model = {}
+        _KERNELS[model] = per_model
+    fn = per_model.get(key)
+    if fn is None:
+        fn = per_model[key] = build(weakref.ref(model))
+    return fn
+
+
+# ---------------------------------------------------------------------------
+# Parameter validation
+# ---------------------------------------------------------------------------
+
+
+def _check_norm(norm):
+    """Map "inf"/np.inf, "1"/1, "2"/2 to "inf", 1 or 2."""
+    if isinstance(norm, str):
+        key = norm.strip().lower()
+        table = {"inf": "inf", "np.inf": "inf", "1": 1, "2": 2}
+        if key in table:
+            return table[key]
+    elif isinstance(norm, numbers.Real) and not isinstance(norm, bool):
+        if math.isinf(norm) and norm > 0:
+            return "inf"
+        if norm == 1:
+            return 1
+        if norm == 2:
+            return 2
+    raise ValueError(f'norm must be one of "inf", "1", "2" (or np.inf, 1, 2); got {norm!r}')
+
+
+def _check_real(name, value, *, low=None, strict=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite real number; got {value!r}")
+    if low is not None and (value <= low if strict else value < low):
+        op = ">" if strict else ">="
+        raise ValueError(f"{name} must be {op} {low}; got {value!r}")
+    return float(value)
+
+
+def _check_int(name, value, *, low):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer; got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}; got {value!r}")
+    return int(value)
+
+
+def _check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a bool; got {value!r}")
+    return bool(value)
+
+
+def _check_clip(clip_values):
+    try:
+        lo, hi = clip_values
+        lo = _check_real("clip_values[0]", lo)
+        hi = _check_real("clip_values[1]", hi)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"clip_values must be a pair (min, max) of finite numbers; got {clip_values!r}") from exc
+    if not lo < hi:
+        raise ValueError(f"clip_values must satisfy min < max; got {clip_values!r}")
+    return lo, hi
+
+
+def _check_x(x):
+    x = np.asarray(x)
+    if x.dtype == object or not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"x must be a numeric array; got dtype {x.dtype}")
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty batch of shape (n, ...); got shape {x.shape}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _nb_classes(model):
+    try:
+        shape = model.output_shape
+    except (AttributeError, ValueError):
+        shape = None
+    if shape is None or not isinstance(shape, tuple) or shape[-1] is None:
+        raise ValueError("model must be a Keras model with a single (n, nb_classes) output")
+    return int(shape[-1])
+
+
+def _to_one_hot(name, y, n, nb_classes):
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == nb_classes and nb_classes > 1:
+        if not np.issubdtype(y.dtype, np.number) or not np.all(np.isfinite(y)):
+            raise ValueError(f"{name} (one-hot) must be finite numbers")
+        out = y.astype(np.float32)
+    else:
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(
+                f"{name} must be integer labels of shape (n,) or one-hot of shape (n, {nb_classes}); "
+                f"got shape {y.shape}"
+            )
+        if not (np.issubdtype(y.dtype, np.integer) or (np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)))):
+            raise ValueError(f"{name} labels must be integers; got dtype {y.dtype}")
+        y = y.astype(np.int64)
+        if y.size and (y.min() < 0 or y.max() >= nb_classes):
+            raise ValueError(f"{name} labels must be in [0, {nb_classes}); got range [{y.min()}, {y.max()}]")
+        out = np.eye(nb_classes, dtype=np.float32)[y]
+    if out.shape[0] != n:
+        raise ValueError(f"{name} must have one label per input ({n}); got {out.shape[0]}")
+    return out
+
+
+def _batches(n, batch_size):
+    """ART's implicit batching: [0:b], [b:2b], ..., last one possibly shorter."""
+    for start in range(0, n, batch_size):
+        yield start, min(start + batch_size, n)
+
+
+def _pad(a, size):
+    if a.shape[0] == size:
+        return a
+    pad = np.zeros((size - a.shape[0],) + a.shape[1:], dtype=a.dtype)
+    return np.concatenate([a, pad], axis=0)
+
+
+# ---------------------------------------------------------------------------
+# Shared graph pieces
+# ---------------------------------------------------------------------------
+
+
+def _loss_gradient(model, x, y, valid, n_valid, nb_classes):
+    """ART ``TensorFlowV2Classifier.loss_gradient`` with ``CategoricalCrossentropy()``.
+
+    The Keras loss reduces with ``sum_over_batch_size``; padded rows are masked
+    out and the sum is divided by the number of real rows, which gives exactly
+    the per-sample gradient scaling ART gets for a batch of ``n_valid`` rows.
+    When ``y`` is None the labels are the model's own predictions, taken from
+    the same forward pass (ART runs a separate ``predict`` first).
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        probs = model(x, training=False)
+        if y is None:
+            y = tf.one_hot(tf.argmax(probs, axis=1), nb_classes, dtype=probs.dtype)
+        per_sample = keras.losses.categorical_crossentropy(y, probs)
+        loss = tf.reduce_sum(per_sample * valid) / tf.cast(n_valid, per_sample.dtype)
+    return tape.gradient(loss, x), y
+
+
+def _flat(t):
+    return tf.reshape(t, [tf.shape(t)[0], -1])
+
+
+# ---------------------------------------------------------------------------
+# FGM
+# ---------------------------------------------------------------------------
+
+
+def _fgm_direction(grad, norm):
+    """``FastGradientMethod._compute_perturbation`` (numpy) after the NaN/sign steps."""
+    grad = tf.where(tf.math.is_nan(grad), tf.zeros_like(grad), grad)
+    g2 = _flat(grad)
+    if norm == "inf":
+        d = tf.ones_like(g2)
+    elif norm == 1:
+        # np.argmax: first index of the largest |g|, one-hot.
+        d = tf.one_hot(tf.argmax(tf.abs(g2), axis=1), tf.shape(g2)[1], dtype=g2.dtype)
+    else:  # 2: |g| / ||g||_2, zero where the norm is zero, ** (q - 1) == ** 1
+        q = tf.sqrt(tf.reduce_sum(g2 * g2, axis=1, keepdims=True))
+        d = tf.abs(g2) / tf.where(q != 0, q, tf.constant(np.inf, g2.dtype))
+    return tf.reshape(d, tf.shape(grad)) * tf.sign(grad)
+
+
+def _project(values, eps, norm):
+    """``art.utils.projection`` / ``ProjectedGradientDescentTensorFlowV2._projection`` (suboptimal=True)."""
+    v2 = _flat(values)
+    if norm == "inf":
+        v2 = tf.sign(v2) * tf.minimum(tf.abs(v2), eps)
+    else:
+        vn = tf.norm(v2, ord=float(norm), axis=1, keepdims=True)
+        v2 = v2 * tf.where(vn == 0, tf.zeros_like(vn), tf.minimum(tf.constant(1.0, vn.dtype), eps / vn))
+    return tf.reshape(v2, tf.shape(values))
+
+
+def _build_fgm(model_ref, *, norm, minimal, targeted, use_pred, clip, batch, input_shape, nb_classes):
+    lo, hi = clip
+    sig = [
+        tf.TensorSpec([batch, *input_shape], tf.float32),  # x
+        tf.TensorSpec([batch, nb_classes], tf.float32),  # y (ignored when use_pred)
+        tf.TensorSpec([], tf.int32),  # n_valid
+        tf.TensorSpec([None], tf.float32),  # eps schedule: [eps] or minimal's eps_step, 2*eps_step, ...
+    ]
+
+    @tf.function(input_signature=sig, reduce_retracing=True)
+    def kernel(x, y, n_valid, eps_list):
+        model = model_ref()
+        valid_b = tf.range(batch) < n_valid
+        valid = tf.cast(valid_b, tf.float32)
+        grad, y = _loss_gradient(model, x, None if use_pred else y, valid, n_valid, nb_classes)
+        if targeted:
+            grad = -grad
+        direction = _fgm_direction(grad, norm)
+
+        def apply(eps):  # FastGradientMethod._apply_perturbation
+            step = eps * direction
+            step = tf.where(tf.math.is_nan(step), tf.zeros_like(step), step)
+            return tf.clip_by_value(x + step, lo, hi)
+
+        if not minimal:
+            eps = eps_list[0]
+            x_adv = apply(eps)
+            return x + _project(x_adv - x, eps, norm)
+
+        labels = tf.argmax(y, axis=1)
+        bshape = tf.concat([[batch], tf.ones([len(input_shape)], tf.int32)], 0)
+
+        def cond(k, adv, active):
+            return tf.logical_and(k < tf.size(eps_list), tf.reduce_any(active))
+
+        def body(k, adv, active):
+            adv = tf.where(tf.reshape(active, bshape), apply(eps_list[k]), adv)
+            preds = tf.argmax(model(adv, training=False), axis=1)
+            hit = tf.not_equal(preds, labels) if targeted else tf.equal(preds, labels)
+            return k + 1, adv, tf.logical_and(hit, valid_b)
+
+        _, adv, _ = tf.while_loop(cond, body, [tf.constant(0), x, valid_b])
+        return adv
+
+    return kernel
+
+
+def _prepare(model, x, y, targeted, batch_size, clip_values):
+    x = _check_x(x)
+    targeted = _check_bool("targeted", targeted)
+    batch_size = _check_int("batch_size", batch_size, low=1)
+    clip = _check_clip(clip_values)
+    nb_classes = _nb_classes(model)
+    if y is None:
+        if targeted:
+            raise ValueError("y (target labels) is required when targeted=True")
+        y_arr = None
+    else:
+        y_arr = _to_one_hot("y", y, x.shape[0], nb_classes)
+    return x, y_arr, targeted, batch_size, clip, nb_classes
+
+
+def fgm(
+    model,
+    x,
+    *,
+    eps=0.3,
+    eps_step=0.1,
+    norm="inf",
+    minimal=False,
+    batch_size=32,
+    clip_values=(0.0, 1.0),
+    y=None,
+    targeted=False,
+) -> np.ndarray:
+    """Fast gradient method, equivalent to ART's ``FastGradientMethod(num_random_init=0)``.
+
+    ``y`` are integer labels or one-hot rows; when None the model's predictions
+    are used (ART's default, avoids label leaking).  With ``minimal=True`` each
+    sample gets the smallest ``k * eps_step <= eps`` (accumulated in float64,
+    like ART) that changes its prediction (reaches the target when targeted).
+
+    Deviations from ART: with ``y=None`` the labels come from the forward pass
+    of the gradient computation on each batch instead of a separate ``predict``
+    over all of ``x`` (same model, same inputs; results agree unless a sample
+    sits on an exact tie).  ``norm`` also accepts the strings "1" and "2".
+    """
+    x, y_arr, targeted, batch_size, clip, nb_classes = _prepare(model, x, y, targeted, batch_size, clip_values)
+    norm = _check_norm(norm)
+    minimal = _check_bool("minimal", minimal)
+    eps = _check_real("eps", eps, low=0.0)
+    eps_step = _check_real("eps_step", eps_step, low=0.0, strict=True)
+
+    if y_arr is not None and nb_classes > 2:  # FastGradientMethod.generate normalises the labels
+        sums = y_arr.sum(axis=1, keepdims=True)
+        if np.any(sums == 0):
+            raise ValueError("y one-hot rows must not be all zero")
+        y_arr = (y_arr / sums).astype(np.float32)
+
+    if minimal:
+        schedule = []
+        current = eps_step
+        while current <= eps:  # same float64 accumulation as ART
+            schedule.append(current)
+            current = current + eps_step
+        if not schedule:
+            return x.copy()
+    else:
+        schedule = [eps]
+    schedule = tf.constant(np.asarray(schedule, dtype=np.float32))
+
+    n = x.shape[0]
+    batch = min(batch_size, n)
+    key = ("fgm", norm, minimal, targeted, y_arr is None, clip, batch, x.shape[1:])
+    kernel = _kernel(
+        model,
+        key,
+        lambda ref: _build_fgm(
+            ref,
+            norm=norm,
+            minimal=minimal,
+            targeted=targeted,
+            use_pred=y_arr is None,
+            clip=clip,
+            batch=batch,
+            input_shape=x.shape[1:],
+            nb_classes=nb_classes,
+        ),
+    )
+    dummy_y = np.zeros((batch, nb_classes), np.float32)
+    out = np.empty_like(x)
+    for start, stop in _batches(n, batch):
+        m = stop - start
+        yb = dummy_y if y_arr is None else _pad(y_arr[start:stop], batch)
+        res = kernel(_pad(x[start:stop], batch), yb, tf.constant(m, tf.int32), schedule)
+        out[start:stop] = res.numpy()[:m]
+    return out
