@@ -1,10 +1,16 @@
 """Defenses reuse the attack's examples; patches are generated once and shared; evidence is logged.
 
 Drives a small real suite (shallow_net, 1 epoch on 600 images, 40 attacked images)
-through pytester, with a sqlite MLflow store in the sandbox.
+through pytester (in a subprocess: TensorFlow and scipy cannot be re-imported in one
+process), with a sqlite MLflow store in the sandbox.
 """
 
 import json
+
+# Imported here, not in the test: pytester drops modules first imported during a test, and
+# numpy/scipy extension modules cannot be loaded twice in one process.
+from mlflow.tracking import MlflowClient
+from PIL import Image
 
 SUITE = """
 import numpy as np
@@ -55,8 +61,8 @@ def test_patch_shared_across_deployments_and_noise_seeded(robustness):
     assert large.run.reused == "memory" and large.run.x_adv is SEEN["patch"]
     assert len(large.x_adv) == 60 and int(large.metrics["patched_count"]) == 20
     assert "targeted_success_rate" in large.metrics
-    small = robustness.attack("patch", max_iter=2, patch_scale=0.3, patch_deployment_method="corrupt")
-    assert robustness.session.deployment(small.run, small.x_clean, dict(small.params)) is small.deployed
+    # A deployment is memoised too: every defense of this cell sees the very same patched images.
+    assert robustness.session.deployment(large.run, large.x_clean, dict(large.params)) is large.deployed
 
 
 def test_gaussian_noise_is_seeded(robustness):
@@ -68,11 +74,9 @@ def test_gaussian_noise_is_seeded(robustness):
 
 def test_defenses_reuse_examples_and_log_evidence(pytester):
     pytester.makepyfile(test_suite=SUITE)
-    result = pytester.runpytest("--architecture", "shallow_net", "--train", "epochs=1", "--train", "samples=600",
+    result = pytester.runpytest_subprocess("--architecture", "shallow_net", "--train", "epochs=1", "--train", "samples=600",
                                 "--samples", "40", "--attack-backend", "art", "-p", "no:randomly")
     result.assert_outcomes(passed=6)
-
-    from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{pytester.path / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("mnist")
@@ -89,8 +93,6 @@ def test_defenses_reuse_examples_and_log_evidence(pytester):
     assert {"defended_accuracy", "accuracy_gain", "defended_clean_accuracy", "defended_adversarial_f1",
             "targeted_success_rate"} <= set(run.data.metrics)
     png = client.download_artifacts(run.info.run_id, "patch.png", str(pytester.path))
-    from PIL import Image
-
     with Image.open(png) as image:
         assert min(image.size) >= 200  # upscaled so a person can see it
     json.dumps(run.data.metrics)

@@ -95,7 +95,7 @@ def test_invalid_cells_fail_at_collection(pytester, suite, words):
         def test_cell(params=None, defense=None):
             pass
     """)
-    result = pytester.runpytest("--collect-only", "-q")
+    result = pytester.runpytest_subprocess("--collect-only", "-q")  # no TF/numpy re-imports in-process
     assert result.ret != 0
     output = result.stdout.str()
     assert "RobustnessUsageError" in output or "ERROR" in output
