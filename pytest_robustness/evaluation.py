@@ -319,10 +319,10 @@ def sample_columns(result: AttackResult, undefended: AttackResult | None = None)
         return columns
     # The undefended model on ``result``'s examples' counterparts (same positions, same sources).
     base_rows = _grid_rows(base)[:len(rows)]
-    columns.append(("adversarial (undefended)", base.x_adv[base_rows],
+    columns.append(("adversarial\n(undefended)", base.x_adv[base_rows],
                     [f"pred {p}" for p in base.adversarial_predictions[base_rows]]))
     shown = result.defended_inputs if result.defended_inputs is not None else result.x_adv[rows]
-    columns.append((f"{result.defense} ({result.threat_model})", shown,
+    columns.append((f"{result.defense}\n({result.threat_model})", shown,
                     [f"pred {p}" for p in result.adversarial_predictions[rows]]))
     return columns
 

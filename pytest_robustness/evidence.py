@@ -15,7 +15,7 @@ import numpy as np
 PATCH_PIXELS = 256  # a 28x28 patch is shown ~9x, pixel-exact (nearest neighbour)
 CELL_PIXELS = 112
 LABEL_HEIGHT = 14
-HEADER_HEIGHT = 18
+HEADER_HEIGHT = 28  # two lines: e.g. "jpeg_compression" / "(adaptive)"
 
 
 def _to_image(array: np.ndarray, size: int):
