@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from . import metrics as m
-from .attacks import get_attack
+from .attacks import Deployed, get_attack
 from .classifiers import predict_labels
 from .datasets import content_digest
 from .params import case_id
@@ -26,6 +26,8 @@ from .thresholds import Bound, check_bounds
 
 JUNIT_METRICS = ("clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
                  "defended_accuracy", "accuracy_gain", *m.DISTANCE_METRICS)
+# A defended result's own metrics: logged under these names, never prefixed.
+DEFENSE_METRICS = ("defended_accuracy", "accuracy_gain", "clean_accuracy_gain")
 
 
 @dataclass
@@ -47,6 +49,11 @@ class AttackResult:
     architecture: str = ""
     defense: str = "none"
     threat_model: str = ""
+    # Deployed attacks (the patch): x_adv[i] derives from x_clean[deployed.source_index[i]].
+    deployed: Deployed | None = None
+    defense_params: dict[str, Any] = field(default_factory=dict)
+    # What the defended model saw, for the evidence grid (e.g. the JPEG-compressed input).
+    defended_inputs: Any = None
 
     @property
     def clean_predictions(self) -> np.ndarray:
@@ -56,24 +63,52 @@ class AttackResult:
     def adversarial_predictions(self) -> np.ndarray:
         return self.adversarial_probabilities.argmax(axis=1)
 
+    @property
+    def source_index(self) -> np.ndarray:
+        return self.deployed.source_index if self.deployed is not None else np.arange(len(self.x_adv))
+
+    @property
+    def modified(self) -> np.ndarray:
+        """Which adversarial-set images carry the attack (all, except for deployed attacks)."""
+        return self.deployed.modified if self.deployed is not None else np.ones(len(self.x_adv), dtype=bool)
+
+    @property
+    def y_adversarial(self) -> np.ndarray:
+        return self.y_true[self.source_index]
+
 
 def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_true, x_adv, classifier,
-          run: AttackRun | None = None) -> AttackResult:
-    """Predict clean and adversarial sets once and derive every metric from those predictions."""
+          run: AttackRun | None = None, deployed: Deployed | None = None, target: int | None = None) -> AttackResult:
+    """Predict clean and adversarial sets once and derive every metric from those predictions.
+
+    For a deployed attack the adversarial set is the deployed one (Dioptra's
+    ``infer`` on the patched data set: with ``augment`` or a rate below 1 it holds
+    clean images too); ``patched_accuracy`` and ``targeted_success_rate`` (the
+    fraction classified as ``target``) are measured on the patched images only.
+    """
     clean_p = classifier.predict(x_clean, batch_size=256)
     adv_p = classifier.predict(x_adv, batch_size=256)
+    source = deployed.source_index if deployed is not None else np.arange(len(x_adv))
+    y_adv = y_true[source]
     clean_pred, adv_pred = clean_p.argmax(1), adv_p.argmax(1)
-    distances = m.distance_table(x_clean, x_adv) if x_adv.shape == x_clean.shape else {}
+    distances = m.distance_table(x_clean[source], x_adv)
     values = {
         "clean_accuracy": m.accuracy(y_true, clean_pred),
-        "adversarial_accuracy": m.accuracy(y_true, adv_pred),
-        "attack_success_rate": m.attack_success_rate(y_true, clean_pred, adv_pred),
+        "adversarial_accuracy": m.accuracy(y_adv, adv_pred),
+        "attack_success_rate": m.attack_success_rate(y_adv, clean_pred[source], adv_pred),
         **m.summarise_distances(distances),
         **{f"clean_{k}": v for k, v in m.classification_metrics(y_true, clean_p).items()},
-        **{f"adversarial_{k}": v for k, v in m.classification_metrics(y_true, adv_p).items()},
+        **{f"adversarial_{k}": v for k, v in m.classification_metrics(y_adv, adv_p).items()},
     }
+    if deployed is not None:
+        hit = deployed.modified
+        values["patched_count"] = float(hit.sum())
+        values["patched_accuracy"] = m.accuracy(y_adv[hit], adv_pred[hit])
+    if target is not None:
+        hit = deployed.modified if deployed is not None else np.ones(len(x_adv), dtype=bool)
+        values["targeted_success_rate"] = m.targeted_success_rate(y_adv[hit], adv_pred[hit], int(target))
     return AttackResult(attack, dict(params), model_uri, x_clean, y_true, x_adv, clean_p, adv_p, values,
-                        distances, run)
+                        distances, run, deployed=deployed)
 
 
 class Robustness:
@@ -136,38 +171,123 @@ class Robustness:
     def attack(self, name: str, recipe: str = "", **params: Any) -> AttackResult:
         """Run (or reuse) attack ``name`` on this test's model and log the cell."""
         spec = get_attack(name)
-        resolved = spec.resolve(params)
-        registered = self.registered_model(recipe)
-        x, y = self.eval_set()
-        run = self.session.attack_run(self.architecture, name, resolved, x, recipe=recipe)
-        result = score(name, {**resolved, **run.extra_params}, registered.uri, x, y, run.x_adv,
-                       self.session.predictor(self.architecture, recipe), run)
-        result.architecture = self.architecture
+        result = self._craft(spec, spec.resolve(params), recipe=recipe)
         self.log_result(result)
         return result
 
-    def log_result(self, result: AttackResult, prefix: str = "") -> None:
-        self.results.append(result)
-        self.log_params({"attack": result.attack, "model_uri": result.model_uri, "samples": len(result.x_clean),
-                         **{f"{result.attack}.{k}": v for k, v in result.params.items()}})
-        self.log_metrics({f"{prefix}{k}": v for k, v in result.metrics.items() if k in JUNIT_METRICS})
-        self.log_metrics({f"{prefix}{k}": v for k, v in result.metrics.items() if k not in JUNIT_METRICS}, junit=False)
-        if result.run is not None:
-            self.session.tracker.set_tags(self.ensure_run(), {"robustness.examples": result.run.reused or "computed"})
-        self.log_examples(result, prefix)
+    def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
+               defence_key: str = "") -> AttackResult:
+        """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored
+        by ``classifier`` (default: the recipe's undefended classifier), which they were crafted on."""
+        from .attacks.base import seed_everything
 
-    def log_examples(self, result: AttackResult, prefix: str = "") -> None:
-        """Log the examples and the per-image distance table; the files are content-addressed in the
-        cache, so a re-run copies them instead of compressing megabytes again."""
+        x, y = self.eval_set()
+        source = self.dataset.x_train if spec.generate_on == "train" else x
+        run = self.session.attack_run(self.architecture, spec.name, resolved, source, recipe=recipe,
+                                      classifier=classifier, defence_key=defence_key)
+        deployed = self.session.deployment(run, x, resolved) if spec.deploy is not None else None
+        params = {**resolved, **run.extra_params}
+        seed_everything(self.seed)  # randomised defenses (Gaussian noise) predict reproducibly
+        result = score(spec.name, params, self.registered_model(recipe).uri, x, y,
+                       deployed.x if deployed is not None else run.x_adv,
+                       classifier or self.session.predictor(self.architecture, recipe), run, deployed,
+                       params.get("patch_target"))
+        result.architecture = self.architecture
+        return result
+
+    # -- defenses ------------------------------------------------------------------------------
+    def defend(self, result: AttackResult, defense: str, threat_model: str = "oblivious", **params: Any) -> AttackResult:
+        """``result``'s attack under ``defense``, for one threat model; logged beside ``result``.
+
+        ``oblivious``: ``result``'s own examples (not regenerated) through the
+        defended classifier. ``adaptive``: the same attack and parameters crafted
+        against the defended classifier (BPDA through preprocessors; for ``pgd``,
+        against the adversarially trained model). ``defended_accuracy`` is the
+        defended model's accuracy on its examples; ``accuracy_gain`` is that minus
+        ``result``'s adversarial accuracy (on the very same examples when oblivious).
+        """
+        from .attacks.base import seed_everything
+        from .defenses import bpda, check_threat_model, get_defense
+
+        spec = get_defense(defense)
+        resolved = spec.resolve(params)
+        check_threat_model(threat_model)
+        attack = get_attack(result.attack)
+        attack_params = attack.resolve({k: v for k, v in result.params.items() if k in attack.schema})
+        preprocessor = spec.preprocessor(resolved) if spec.preprocessor is not None else None
+        recipe = spec.recipe(resolved) if spec.recipe is not None else ""
+        key = spec.key(resolved) if preprocessor is not None else ""
+        classifier = self.session.classifier(self.architecture, recipe, defences=(bpda(preprocessor),) if key else (),
+                                             defence_key=key)
+        if threat_model == "oblivious":
+            seed_everything(self.seed)
+            defended = score(result.attack, result.params, self.registered_model(recipe).uri, result.x_clean,
+                             result.y_true, result.x_adv, classifier, result.run, result.deployed,
+                             result.params.get("patch_target"))
+        else:
+            defended = self._craft(attack, attack_params, recipe=recipe, classifier=classifier if key else None,
+                                   defence_key=key)
+        seed_everything(self.seed)
+        defended.defended_inputs = self._defended_view(preprocessor, defended.x_adv[_grid_rows(defended)])
+        defended.architecture, defended.defense, defended.threat_model = self.architecture, defense, threat_model
+        defended.defense_params = resolved
+        defended.metrics.update({
+            "defended_accuracy": defended.metrics["adversarial_accuracy"],
+            "accuracy_gain": defended.metrics["adversarial_accuracy"] - result.metrics["adversarial_accuracy"],
+            "clean_accuracy_gain": defended.metrics["clean_accuracy"] - result.metrics["clean_accuracy"],
+        })
+        self.log_defended(result, defended)
+        return defended
+
+    @staticmethod
+    def _defended_view(preprocessor, x: np.ndarray) -> np.ndarray:
+        """What the defended model sees of ``x`` (the preprocessed input; ``x`` itself for pgd)."""
+        if preprocessor is None or not preprocessor.apply_predict:
+            return x
+        return np.asarray(preprocessor(x)[0])
+
+    def log_defended(self, undefended: AttackResult, defended: AttackResult) -> None:
+        self.log_params({"defense": defended.defense, "threat_model": defended.threat_model,
+                         **{f"{defended.defense}.{k}": v for k, v in defended.defense_params.items()}})
+        self.session.tracker.set_tags(self.ensure_run(), {"robustness.defense": defended.defense,
+                                                          "robustness.threat_model": defended.threat_model})
+        self.log_result(defended, prefix="defended_", undefended=undefended)
+
+    # -- logging -------------------------------------------------------------------------------
+    def log_result(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
+        """Params, metrics and evidence of ``result``; with ``prefix`` (a defended result beside
+        its undefended one in the same run) every name gets it, except the defense's own metrics."""
+        self.results.append(result)
+        self.log_params({f"{prefix}{k}": v for k, v in {
+            "attack": result.attack, "model_uri": result.model_uri, "samples": len(result.x_clean),
+            **{f"{result.attack}.{k}": v for k, v in result.params.items()}}.items()})
+        named = {(k if k in DEFENSE_METRICS else f"{prefix}{k}"): v for k, v in result.metrics.items()}
+        self.log_metrics({k: v for k, v in named.items() if k in JUNIT_METRICS or k.removeprefix(prefix) in JUNIT_METRICS})
+        self.log_metrics({k: v for k, v in named.items()
+                          if not (k in JUNIT_METRICS or k.removeprefix(prefix) in JUNIT_METRICS)}, junit=False)
+        if result.run is not None:
+            self.session.tracker.set_tags(self.ensure_run(),
+                                          {f"robustness.{prefix}examples": result.run.reused or "computed"})
+        self.log_examples(result, prefix, undefended)
+
+    def log_examples(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
+        from . import evidence
+
+        """Examples, per-image distances and evidence PNGs. The examples file is content-addressed
+        in the cache, so a re-run copies it instead of compressing megabytes again."""
         tracker, run_id, cache = self.session.tracker, self.ensure_run(), self.session.cache
-        key = cache.key("examples", content_digest(result.x_clean, result.x_adv, result.y_true))
-        with cache.file(key, f"{prefix}adversarial_examples.npz", lambda path: write_npz(
-                path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true)) as npz:
-            tracker.log_artifact(run_id, npz)
-        if result.distances:
-            with cache.file(key, f"{prefix}distance_metrics.csv",
-                            lambda path: path.write_bytes(distance_csv(result.distances))) as csv_file:
-                tracker.log_artifact(run_id, csv_file)
+        if undefended is None or result.x_adv is not undefended.x_adv:  # oblivious: the same examples, logged once
+            key = cache.key("examples", content_digest(result.x_clean, result.x_adv, result.y_true))
+            with cache.file(key, f"{prefix}adversarial_examples.npz", lambda path: write_npz(
+                    path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true)) as npz:
+                tracker.log_artifact(run_id, npz)
+            if result.distances:
+                with cache.file(key, f"{prefix}distance_metrics.csv",
+                                lambda path: path.write_bytes(distance_csv(result.distances))) as csv_file:
+                    tracker.log_artifact(run_id, csv_file)
+        if result.attack == "patch" and result.run is not None:
+            tracker.log_bytes(run_id, f"{prefix}patch.png", evidence.patch_png(result.run.x_adv))
+        tracker.log_bytes(run_id, f"{prefix}samples.png", evidence.sample_grid_png(sample_columns(result, undefended)))
 
     # -- verdict -----------------------------------------------------------------------------
     def check(self, result: AttackResult | Mapping[str, float], **floors: float) -> None:
@@ -182,7 +302,37 @@ class Robustness:
             pytest.fail(f"{self.item.name}: " + "; ".join(failures), pytrace=False)
 
     def case_id(self, attack: str, params: Mapping[str, Any]) -> str:
-        return case_id(get_attack(attack).params, params)
+        return case_id(get_attack(attack).schema, params)
+
+
+GRID_ROWS = 8
+
+
+def _grid_rows(result: AttackResult) -> np.ndarray:
+    """The first few adversarial-set images that carry the attack."""
+    return np.flatnonzero(result.modified)[:GRID_ROWS]
+
+
+def sample_columns(result: AttackResult, undefended: AttackResult | None = None) -> list:
+    """Columns of the evidence grid: clean / adversarial (undefended model) / defended input (defended model)."""
+    base = undefended or result
+    rows = _grid_rows(result)
+    source = result.source_index[rows]
+    columns = [
+        ("clean", result.x_clean[source],
+         [f"true {t} pred {p}" for t, p in zip(result.y_true[source], base.clean_predictions[source])]),
+    ]
+    if undefended is None:
+        columns.append(("adversarial", result.x_adv[rows], [f"pred {p}" for p in result.adversarial_predictions[rows]]))
+        return columns
+    # The undefended model on ``result``'s examples' counterparts (same positions, same sources).
+    base_rows = _grid_rows(base)[:len(rows)]
+    columns.append(("adversarial\n(undefended)", base.x_adv[base_rows],
+                    [f"pred {p}" for p in base.adversarial_predictions[base_rows]]))
+    shown = result.defended_inputs if result.defended_inputs is not None else result.x_adv[rows]
+    columns.append((f"{result.defense}\n({result.threat_model})", shown,
+                    [f"pred {p}" for p in result.adversarial_predictions[rows]]))
+    return columns
 
 
 def write_npz(path, **arrays: np.ndarray) -> None:

@@ -20,7 +20,7 @@ class AttackCase(dict):
 
     @property
     def id(self) -> str:
-        return case_id(get_attack(self.attack).params, self) or "defaults"
+        return case_id(get_attack(self.attack).schema, self) or "defaults"
 
 
 def attack_cases(attack: str, cases: Iterable[Mapping[str, Any]], argname: str = "params") -> pytest.MarkDecorator:
@@ -34,3 +34,38 @@ def attack_grid(attack: str, argname: str = "params", **axes: Iterable[Any]) -> 
     """``parametrize`` over the cross product of ``axes`` (e.g. ``eps=[0.1, 0.3], norm=["inf", "2"]``)."""
     names = list(axes)
     return attack_cases(attack, [dict(zip(names, combo)) for combo in itertools.product(*axes.values())], argname)
+
+
+class DefenseCase(dict):
+    """A defense's parameters in one cell, with its name and threat model."""
+
+    def __init__(self, name: str, values: Mapping[str, Any], threat_model: str):
+        super().__init__(values)
+        self.name = name
+        self.threat_model = threat_model
+
+    @property
+    def id(self) -> str:
+        from .defenses import get_defense
+
+        return "-".join(p for p in (self.name, case_id(get_defense(self.name).params, self), self.threat_model) if p)
+
+
+def defense_cases(defenses: Iterable[str | tuple[str, Mapping[str, Any]]], threat_models: Iterable[str] | None = None,
+                  argname: str = "defense") -> pytest.MarkDecorator:
+    """``parametrize`` over defenses x threat models, validated now; ids like ``jpeg_compression-adaptive``.
+
+    Each cell is marked ``defense`` (and ``slow`` for training defenses such as ``pgd``).
+    """
+    from .defenses import THREAT_MODELS, check_threat_model, get_defense
+
+    params = []
+    for entry in defenses:
+        name, values = (entry, {}) if isinstance(entry, str) else entry
+        spec = get_defense(name)
+        given = {k: v for k, v in spec.resolve(values).items() if k in values}
+        for threat_model in threat_models or THREAT_MODELS:
+            case = DefenseCase(name, given, check_threat_model(threat_model))
+            marks = [pytest.mark.defense] + ([pytest.mark.slow] if spec.recipe is not None else [])
+            params.append(pytest.param(case, id=case.id, marks=marks))
+    return pytest.mark.parametrize(argname, params)

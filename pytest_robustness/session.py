@@ -95,6 +95,7 @@ class AttackRun:
     extra_params: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     reused: str = ""  # "", "memory" or "cache"
+    key: tuple = ()  # the memo key: what determined these examples
 
 
 class RobustnessSession:
@@ -108,6 +109,7 @@ class RobustnessSession:
         self._attack_runs: dict[tuple, AttackRun] = {}
         self._weights_digests: dict[tuple[str, str], str] = {}
         self._predictions: dict[str, np.ndarray] = {}
+        self._deployments: dict[tuple, Any] = {}
         self.cache = ArrayCache(settings.cache_dir / "arrays", settings.cache_mode)
 
     # -- data ------------------------------------------------------------------------------
@@ -213,19 +215,19 @@ class RobustnessSession:
         """
         registered = self.model(architecture, recipe)
         spec = get_attack(attack)
-        resolved = spec.resolve(params)
+        resolved = spec.generation_params(spec.resolve(params))  # deployment parameters never key generation
         backend = "art" if defence_key else self.settings.attack_backend
         key = (registered.uri, self.model_digest(architecture, recipe), attack, tuple(sorted(resolved.items())),
                content_digest(x), self.settings.seed, backend, defence_key)
         if key in self._attack_runs:
             found = self._attack_runs[key]
-            return AttackRun(found.x_adv, found.artifacts, found.extra_params, found.seconds, "memory")
+            return AttackRun(found.x_adv, found.artifacts, found.extra_params, found.seconds, "memory", key)
         cache_key = self.cache.key(*key[1:])
         cached = self.cache.get(cache_key)
         if cached is not None:
             run = AttackRun(cached.pop("x_adv"), {k: v for k, v in cached.items() if not k.startswith("param__")},
                             {k[len("param__"):]: v.item() for k, v in cached.items() if k.startswith("param__")},
-                            reused="cache")
+                            reused="cache", key=key)
         else:
             from .attacks.base import seed_everything
 
@@ -235,10 +237,24 @@ class RobustnessSession:
             started = time.perf_counter()
             output = spec.generator(backend)(target, x, resolved)
             run = AttackRun(np.asarray(output.x_adv, dtype=np.float32), output.artifacts, output.extra_params,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, key=key)
             log.info("%s on %s (%s backend, %d images) took %.2f s", attack, registered.uri, backend, len(x),
                      run.seconds)
             self.cache.put(cache_key, x_adv=run.x_adv, **{k: np.asarray(v) for k, v in run.artifacts.items()},
                            **{f"param__{k}": np.asarray(v) for k, v in run.extra_params.items()})
         self._attack_runs[key] = run
         return run
+
+    def deployment(self, run: AttackRun, x: np.ndarray, params: dict[str, Any]):
+        """An attack's output deployed onto ``x`` (e.g. patches pasted), once per run and parameters.
+
+        Deployment is seeded, so recomputing would give the same arrays; the memo
+        makes every cell and defense that uses these examples share the very same ones.
+        """
+        spec = get_attack(run.key[2])
+        resolved = spec.resolve(params)
+        deploy = {name: resolved[name] for name in spec.deploy_params}
+        key = (run.key, content_digest(x), tuple(sorted(deploy.items())))
+        if key not in self._deployments:
+            self._deployments[key] = spec.deploy(run.x_adv, x, resolved, self.settings.seed)
+        return self._deployments[key]

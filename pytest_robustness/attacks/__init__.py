@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .base import BACKENDS, AttackOutput, AttackSpec, AttackTarget, unknown_attack
+from .base import BACKENDS, AttackOutput, AttackSpec, AttackTarget, Deployed, unknown_attack
 from .fgm import FGM
+from .patch import PATCH
 
-ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (FGM,)}
+ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (FGM, PATCH)}
 
 
 def get_attack(name: str) -> AttackSpec:
@@ -15,4 +16,4 @@ def get_attack(name: str) -> AttackSpec:
         raise unknown_attack(name, ATTACKS) from None
 
 
-__all__ = ["ATTACKS", "BACKENDS", "AttackOutput", "AttackSpec", "AttackTarget", "get_attack"]
+__all__ = ["ATTACKS", "BACKENDS", "AttackOutput", "AttackSpec", "AttackTarget", "Deployed", "get_attack"]

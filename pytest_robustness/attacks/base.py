@@ -30,18 +30,65 @@ class AttackOutput:
     extra_params: dict[str, Any] = field(default_factory=dict)  # e.g. the drawn patch target
 
 
+@dataclass
+class Deployed:
+    """An attack's output put onto the evaluation set (e.g. patches pasted onto images).
+
+    ``x[i]`` derives from clean image ``source_index[i]``; ``modified[i]`` says
+    whether it carries the attack or is a clean copy (augment keeps the originals,
+    an application rate below 1 leaves some images clean).
+    """
+
+    x: np.ndarray
+    source_index: np.ndarray
+    modified: np.ndarray
+
+
 Generator = Callable[[AttackTarget, np.ndarray, Mapping[str, Any]], AttackOutput]
+# (what the generator produced, clean images, all resolved parameters, seed) -> the evaluated set
+Deployer = Callable[[np.ndarray, np.ndarray, Mapping[str, Any], int], Deployed]
+# Checks across parameters (e.g. scale_min < scale_max): a message naming them, or None.
+Constraint = Callable[[Mapping[str, Any]], "str | None"]
 
 
 @dataclass(frozen=True)
 class AttackSpec:
+    """An attack: generation parameters and backends; optionally a deployment step.
+
+    Evasion attacks (FGM) generate the adversarial examples themselves. Attacks
+    with a ``deploy`` step (the patch) generate an artefact once per model and
+    generation parameters, which is then deployed per cell with
+    ``deploy_params`` (cheap, seeded); only generation parameters key the
+    memo and the disk cache.
+    """
+
     name: str
     params: Mapping[str, Param]
     backends: Mapping[str, Generator]
     doc: str = ""
+    deploy_params: Mapping[str, Param] = field(default_factory=dict)
+    deploy: Deployer | None = None
+    constraints: tuple[Constraint, ...] = ()
+    # Which images the generator learns from: "eval" (the attacked images) or "train".
+    generate_on: str = "eval"
+
+    @property
+    def schema(self) -> dict[str, Param]:
+        """Every parameter a cell can set: generation, then deployment."""
+        return {**self.params, **self.deploy_params}
 
     def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        return resolve(f"attack {self.name}", self.params, values)
+        owner = f"attack {self.name}"
+        resolved = resolve(owner, self.schema, values)
+        for constraint in self.constraints:
+            problem = constraint(resolved)
+            if problem:
+                raise RobustnessUsageError(f"{owner}: {problem}")
+        return resolved
+
+    def generation_params(self, resolved: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters that determine what the generator produces (the memo/cache key)."""
+        return {name: resolved[name] for name in self.params}
 
     def generator(self, backend: str) -> Generator:
         if backend not in self.backends:

@@ -1,0 +1,76 @@
+"""At the end of a session: FGM accuracy against eps, per architecture and norm, one line per defense.
+
+Cells run in any process (xdist workers each see a part), so the controller
+builds the plots from what every cell logged to MLflow under the session run,
+and logs them to the session run as ``fgm_accuracy_vs_eps/<architecture>_l<norm>.png``.
+Lines: ``none`` (undefended ``adversarial_accuracy``) and ``<defense> (<threat model>)``
+(``defended_accuracy``); minimal-perturbation FGM is a different attack and left out.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+
+import pytest
+
+from .reporting import is_worker, session_run_id
+
+PLOT_DIR = "fgm_accuracy_vs_eps"
+
+
+def sweep_series(runs) -> dict[tuple[str, str], dict[str, list[tuple[float, float]]]]:
+    """(architecture, norm) -> line label -> [(eps, accuracy)], from the session's FGM cell runs."""
+    points: dict[tuple[str, str], dict[str, dict[float, float]]] = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        params, metrics = run.data.params, run.data.metrics
+        if params.get("attack") != "fgm" or params.get("fgm.minimal", "false") not in ("false", "False"):
+            continue
+        cell = (params.get("architecture", "?"), params.get("fgm.norm", "inf"))
+        eps = float(params["fgm.eps"])
+        if "adversarial_accuracy" in metrics:
+            points[cell]["none"][eps] = metrics["adversarial_accuracy"]
+        if "defense" in params and "defended_accuracy" in metrics:
+            points[cell][f"{params['defense']} ({params.get('threat_model', '?')})"][eps] = metrics["defended_accuracy"]
+    return {cell: {label: sorted(by_eps.items()) for label, by_eps in lines.items()} for cell, lines in points.items()}
+
+
+def write_sweep_plots(client, session_run: str) -> list[str]:
+    """Plot every (architecture, norm) with at least two eps values; return the artifact paths."""
+    import tempfile
+    from pathlib import Path
+
+    from .evidence import accuracy_vs_eps_png
+
+    experiment_id = client.get_run(session_run).info.experiment_id
+    runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{session_run}'",
+                              max_results=50000)
+    written = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for (architecture, norm), lines in sorted(sweep_series(runs).items()):
+            if max(len(points) for points in lines.values()) < 2:
+                continue
+            path = Path(tmp) / f"{architecture}_l{norm}.png"
+            path.write_bytes(accuracy_vs_eps_png(lines, f"FGM (L{norm}) on {architecture}"))
+            client.log_artifact(session_run, str(path), PLOT_DIR)
+            written.append(f"{PLOT_DIR}/{path.name}")
+    return written
+
+
+@pytest.hookimpl
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Runs before reporting's (trylast) closes the session run."""
+    config = session.config
+    if is_worker(config):
+        return
+    run_id = session_run_id(config)
+    if run_id is None:
+        return
+    from mlflow.tracking import MlflowClient
+
+    from .plugin import settings_of
+
+    try:
+        write_sweep_plots(MlflowClient(settings_of(config).mlflow_uri), run_id)
+    except Exception as exc:  # noqa: BLE001 - a missing plot must not turn a green session red
+        warnings.warn(f"pytest-robustness: FGM sweep plots not written: {exc}", stacklevel=1)
