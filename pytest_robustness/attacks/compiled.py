@@ -541,8 +541,11 @@ def _overlay(images, patch, mask, params):
     x_shift, y_shift) per image.  Same ops as ART: bilinear resize of patch and
     mask to the smaller image edge, zero padding to the image size, then two
     ``ImageProjectiveTransformV3`` passes (rotation+scale about the centre,
-    then translation) with ``fill_mode="REFLECT"``; here the mask and patch go
-    through each pass together as extra channels, with per-image matrices.
+    then translation); here the mask and patch go through each pass together
+    as extra channels, with per-image matrices. Outside the transformed patch
+    the fill is zero, as in the ART reference this project ships
+    (``attacks.patch._art_patch_class``): ART 1.20.1's own ``fill_mode="REFLECT"``
+    mirrors a scaled-down patch over the whole image, a texture rather than a patch.
     """
     height, width, channels = images.shape[1], images.shape[2], images.shape[3]
     edge = min(height, width)
@@ -571,7 +574,7 @@ def _overlay(images, patch, mask, params):
             output_shape=tf.constant([height, width]),
             fill_value=0.0,
             interpolation="BILINEAR",
-            fill_mode="REFLECT",
+            fill_mode="CONSTANT",
         )
     mask_t, patch_t = both[..., :channels], both[..., channels:]
     return images * (1.0 - mask_t) + patch_t * mask_t
