@@ -17,6 +17,7 @@ import numpy as np
 from .errors import RobustnessUsageError
 
 TEST_FRACTION = 0.2
+DATASETS_VERSION = 1  # bump when loading or splitting changes: it keys cached splits
 IMAGE_SUFFIXES = (".png",)
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pytest
@@ -77,21 +77,47 @@ class AttackResult:
         return self.y_true[self.source_index]
 
 
+SCORE_VERSION = 1
+
+
 def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_true, x_adv, classifier,
-          run: AttackRun | None = None, deployed: Deployed | None = None, target: int | None = None) -> AttackResult:
+          run: AttackRun | None = None, deployed: Deployed | None = None, target: int | None = None,
+          *, memo: Callable[[tuple, Callable[[], dict]], dict] | None = None) -> AttackResult:
     """Predict clean and adversarial sets once and derive every metric from those predictions.
 
     For a deployed attack the adversarial set is the deployed one (Dioptra's
     ``infer`` on the patched data set: with ``augment`` or a rate below 1 it holds
     clean images too); ``patched_accuracy`` and ``targeted_success_rate`` (the
     fraction classified as ``target``) are measured on the patched images only.
+
+    ``memo(key, compute)`` (the session's content-addressed memo, keyed by the
+    classifier's weights, defences and seed) lets a re-run skip the prediction
+    and the metric arithmetic: same inputs, same arrays, same numbers.
     """
-    clean_p = classifier.predict(x_clean, batch_size=256)
-    adv_p = classifier.predict(x_adv, batch_size=256)
     source = deployed.source_index if deployed is not None else np.arange(len(x_adv))
+    modified = deployed.modified if deployed is not None else np.ones(len(x_adv), dtype=bool)
+
+    def measure() -> dict[str, np.ndarray]:
+        clean_p = classifier.predict(x_clean, batch_size=256)
+        adv_p = classifier.predict(x_adv, batch_size=256)
+        distances = m.distance_table(x_clean[source], x_adv)
+        values = _metrics(y_true, clean_p, adv_p, source, modified if deployed is not None else None, target,
+                          distances)
+        return {"clean_probabilities": clean_p, "adversarial_probabilities": adv_p,
+                "metric_names": np.array(list(values)), "metric_values": np.array(list(values.values())),
+                **{f"distance__{k}": v for k, v in distances.items()}}
+
+    key = ("score", SCORE_VERSION, content_digest(x_clean, y_true, x_adv, source, modified), target)
+    parts = memo(key, measure) if memo is not None else measure()
+    values = {str(k): float(v) for k, v in zip(parts["metric_names"], parts["metric_values"])}
+    distances = {k[len("distance__"):]: v for k, v in parts.items() if k.startswith("distance__")}
+    return AttackResult(attack, dict(params), model_uri, x_clean, y_true, x_adv, parts["clean_probabilities"],
+                        parts["adversarial_probabilities"], values, distances, run, deployed=deployed)
+
+
+def _metrics(y_true, clean_p, adv_p, source, modified, target, distances) -> dict[str, float]:
     y_adv = y_true[source]
     clean_pred, adv_pred = clean_p.argmax(1), adv_p.argmax(1)
-    distances = m.distance_table(x_clean[source], x_adv)
     values = {
         "clean_accuracy": m.accuracy(y_true, clean_pred),
         "adversarial_accuracy": m.accuracy(y_adv, adv_pred),
@@ -100,15 +126,13 @@ def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_tru
         **{f"clean_{k}": v for k, v in m.classification_metrics(y_true, clean_p).items()},
         **{f"adversarial_{k}": v for k, v in m.classification_metrics(y_adv, adv_p).items()},
     }
-    if deployed is not None:
-        hit = deployed.modified
-        values["patched_count"] = float(hit.sum())
-        values["patched_accuracy"] = m.accuracy(y_adv[hit], adv_pred[hit])
+    if modified is not None:  # a deployed attack: measure the images that carry it
+        values["patched_count"] = float(modified.sum())
+        values["patched_accuracy"] = m.accuracy(y_adv[modified], adv_pred[modified])
+    hit = modified if modified is not None else np.ones(len(adv_pred), dtype=bool)
     if target is not None:
-        hit = deployed.modified if deployed is not None else np.ones(len(x_adv), dtype=bool)
         values["targeted_success_rate"] = m.targeted_success_rate(y_adv[hit], adv_pred[hit], int(target))
-    return AttackResult(attack, dict(params), model_uri, x_clean, y_true, x_adv, clean_p, adv_p, values,
-                        distances, run, deployed=deployed)
+    return values
 
 
 class Robustness:
@@ -191,9 +215,14 @@ class Robustness:
         result = score(spec.name, params, self.registered_model(recipe).uri, x, y,
                        deployed.x if deployed is not None else run.x_adv,
                        classifier or self.session.predictor(self.architecture, recipe), run, deployed,
-                       params.get("patch_target"))
+                       params.get("patch_target"), memo=self._score_memo(recipe, defence_key))
         result.architecture = self.architecture
         return result
+
+    def _score_memo(self, recipe: str, defence_key: str):
+        """Scores are a pure function of the classifier (weights, defences, seed) and the inputs."""
+        scoring = self.session.scoring_key(self.architecture, recipe, defence_key)
+        return lambda key, compute: self.session.memoised((*scoring, *key), compute)
 
     # -- defenses ------------------------------------------------------------------------------
     def defend(self, result: AttackResult, defense: str, threat_model: str = "oblivious", **params: Any) -> AttackResult:
@@ -223,7 +252,7 @@ class Robustness:
             seed_everything(self.seed)
             defended = score(result.attack, result.params, self.registered_model(recipe).uri, result.x_clean,
                              result.y_true, result.x_adv, classifier, result.run, result.deployed,
-                             result.params.get("patch_target"))
+                             result.params.get("patch_target"), memo=self._score_memo(recipe, key))
         else:
             defended = self._craft(attack, attack_params, recipe=recipe, classifier=classifier if key else None,
                                    defence_key=key)
@@ -258,16 +287,18 @@ class Robustness:
         """Params, metrics and evidence of ``result``; with ``prefix`` (a defended result beside
         its undefended one in the same run) every name gets it, except the defense's own metrics."""
         self.results.append(result)
-        self.log_params({f"{prefix}{k}": v for k, v in {
+        params = {f"{prefix}{k}": v for k, v in {
             "attack": result.attack, "model_uri": result.model_uri, "samples": len(result.x_clean),
-            **{f"{result.attack}.{k}": v for k, v in result.params.items()}}.items()})
+            **{f"{result.attack}.{k}": v for k, v in result.params.items()}}.items()}
         named = {(k if k in DEFENSE_METRICS else f"{prefix}{k}"): v for k, v in result.metrics.items()}
-        self.log_metrics({k: v for k, v in named.items() if k in JUNIT_METRICS or k.removeprefix(prefix) in JUNIT_METRICS})
-        self.log_metrics({k: v for k, v in named.items()
-                          if not (k in JUNIT_METRICS or k.removeprefix(prefix) in JUNIT_METRICS)}, junit=False)
-        if result.run is not None:
-            self.session.tracker.set_tags(self.ensure_run(),
-                                          {f"robustness.{prefix}examples": result.run.reused or "computed"})
+        tags = {f"robustness.{prefix}examples": result.run.reused or "computed"} if result.run is not None else {}
+        # One round trip to the tracking store per result, not one per kind of record.
+        self.session.tracker.log_batch(self.ensure_run(), params=params, metrics=named, tags=tags)
+        for name, value in params.items():
+            self.record(name, value)
+        for name, value in named.items():
+            if name in JUNIT_METRICS or name.removeprefix(prefix) in JUNIT_METRICS:
+                self.record(name, round(float(value), 6))
         self.log_examples(result, prefix, undefended)
 
     def log_examples(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:

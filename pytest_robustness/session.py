@@ -17,10 +17,10 @@ import numpy as np
 
 from . import tracking
 from .architectures import get_architecture
-from .attacks import AttackTarget, get_attack
+from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
 from .classifiers import make_classifier
-from .datasets import Dataset, content_digest, load_dataset
+from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, load_dataset
 from .model_registry import (
     RegisteredModel,
     find_or_train,
@@ -110,14 +110,34 @@ class RobustnessSession:
         self._weights_digests: dict[tuple[str, str], str] = {}
         self._predictions: dict[str, np.ndarray] = {}
         self._deployments: dict[tuple, Any] = {}
+        self._memo: dict[str, dict[str, np.ndarray]] = {}
         self.cache = ArrayCache(settings.cache_dir / "arrays", settings.cache_mode)
 
     # -- data ------------------------------------------------------------------------------
     @property
     def dataset(self) -> Dataset:
         if self._dataset is None:
-            self._dataset = load_dataset(self.settings.dataset, self.settings.seed)
+            self._dataset = self._load_dataset()
         return self._dataset
+
+    def _load_dataset(self) -> Dataset:
+        """Built-in data is a pure function of its name and the seed: its split is cached.
+
+        Users' folders and files are read each session (their content may change).
+        """
+        spec, seed = self.settings.dataset, self.settings.seed
+        if spec not in BUILTIN_DATASETS:
+            return load_dataset(spec, seed)
+
+        def split() -> dict[str, np.ndarray]:
+            data = load_dataset(spec, seed)
+            return {"x_train": data.x_train, "y_train": data.y_train, "x_test": data.x_test, "y_test": data.y_test,
+                    "class_names": np.array(data.class_names), "digest": np.array(data.digest),
+                    "source": np.array(data.source)}
+
+        arrays = self.memoised(("dataset", spec, seed, DATASETS_VERSION), split)
+        return Dataset(spec, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
+                       tuple(str(c) for c in arrays["class_names"]), str(arrays["source"]), str(arrays["digest"]))
 
     def eval_set(self, architecture: str, samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The first N test images: views, never copies, of the one loaded test set."""
@@ -184,6 +204,21 @@ class RobustnessSession:
                  name, time.perf_counter() - started, acc, info.registered_model_version)
         return model, info.registered_model_version, run_id
 
+    def memoised(self, key_parts: tuple, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        """Arrays that are a pure function of ``key_parts``: from memory, the disk cache, or ``compute``."""
+        key = self.cache.key(*key_parts)
+        if key not in self._memo:
+            found = self.cache.get(key)
+            if found is None:
+                found = compute()
+                self.cache.put(key, **found)
+            self._memo[key] = found
+        return self._memo[key]
+
+    def scoring_key(self, architecture: str, recipe: str = "", defence_key: str = "") -> tuple:
+        """What a classifier's predictions depend on besides the input: weights, defences, seed."""
+        return (self.model_digest(architecture, recipe), defence_key, self.settings.seed)
+
     def model_digest(self, architecture: str, recipe: str = "") -> str:
         key = (architecture, recipe)
         if key not in self._weights_digests:
@@ -193,8 +228,8 @@ class RobustnessSession:
     def predictor(self, architecture: str, recipe: str = "", defences: tuple = (), defence_key: str = "") -> CachedPredictor:
         """The classifier for scoring: same predictions, memoised by input content."""
         classifier = self.classifier(architecture, recipe, defences, defence_key)
-        key = (self.model_digest(architecture, recipe), defence_key, self.settings.seed)
-        return CachedPredictor(classifier, key, self.cache, self._predictions)
+        return CachedPredictor(classifier, self.scoring_key(architecture, recipe, defence_key), self.cache,
+                               self._predictions)
 
     def classifier(self, architecture: str, recipe: str = "", defences: tuple = (), defence_key: str = ""):
         """ART wrapper of a registered model; with ``defences`` attached as preprocessors."""
@@ -256,5 +291,10 @@ class RobustnessSession:
         deploy = {name: resolved[name] for name in spec.deploy_params}
         key = (run.key, content_digest(x), tuple(sorted(deploy.items())))
         if key not in self._deployments:
-            self._deployments[key] = spec.deploy(run.x_adv, x, resolved, self.settings.seed)
+            def deploy() -> dict[str, np.ndarray]:
+                done = spec.deploy(run.x_adv, x, resolved, self.settings.seed)
+                return {"x": done.x, "source_index": done.source_index, "modified": done.modified}
+
+            arrays = self.memoised(("deployment", *key[1:], *run.key[1:]), deploy)
+            self._deployments[key] = Deployed(arrays["x"], arrays["source_index"], arrays["modified"])
         return self._deployments[key]

@@ -96,25 +96,28 @@ class Tracker:
                 self.open_runs.discard(run_id)
 
     # -- logging -----------------------------------------------------------------------
-    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        if params:
-            self.client.log_batch(run_id, params=[Param(k, _stringify(v)) for k, v in params.items()])
-
-    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        from mlflow.entities import Metric
+    def log_batch(self, run_id: str, params: Mapping[str, Any] | None = None,
+                  metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None,
+                  step: int = 0) -> None:
+        """Params, metrics (NaN dropped: MLflow cannot chart it) and tags in one request."""
+        from mlflow.entities import Metric, Param, RunTag
 
         now = int(time.time() * 1000)
-        finite = {k: float(v) for k, v in metrics.items() if v is not None and v == v}
-        if finite:
-            self.client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in finite.items()])
+        finite = {k: float(v) for k, v in (metrics or {}).items() if v is not None and v == v}
+        batch = dict(params=[Param(k, _stringify(v)) for k, v in (params or {}).items()],
+                     metrics=[Metric(k, v, now, step) for k, v in finite.items()],
+                     tags=[RunTag(k, _stringify(v)) for k, v in (tags or {}).items()])
+        if any(batch.values()):
+            self.client.log_batch(run_id, **batch)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        self.log_batch(run_id, params=params)
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+        self.log_batch(run_id, metrics=metrics, step=step)
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        if tags:
-            self.client.log_batch(run_id, tags=[RunTag(k, _stringify(v)) for k, v in tags.items()])
+        self.log_batch(run_id, tags=tags)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(run_id, str(path), artifact_path)
