@@ -22,12 +22,20 @@ from .classifiers import predict_labels
 from .datasets import content_digest
 from .params import case_id
 from .session import AttackRun, RobustnessSession
-from .thresholds import Bound, check_bounds
+from .session import BASELINE
+from .thresholds import Bound, Cell, check_bounds
 
 JUNIT_METRICS = ("clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
                  "defended_accuracy", "accuracy_gain", *m.DISTANCE_METRICS)
 # A defended result's own metrics: logged under these names, never prefixed.
 DEFENSE_METRICS = ("defended_accuracy", "accuracy_gain", "clean_accuracy_gain")
+# Every metric a cell can report: what thresholds may name.
+KNOWN_METRICS = (
+    "clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
+    "patched_accuracy", "patched_count", *DEFENSE_METRICS,
+    *(f"{name}{stat}" for name in m.DISTANCE_METRICS for stat in ("", "_median", "_stdev", "_iqr", "_min", "_max")),
+    *(f"{subset}_{name}" for subset in ("clean", "adversarial") for name in ("precision", "recall", "f1", "auc")),
+)
 
 
 @dataclass
@@ -54,6 +62,8 @@ class AttackResult:
     defense_params: dict[str, Any] = field(default_factory=dict)
     # What the defended model saw, for the evidence grid (e.g. the JPEG-compressed input).
     defended_inputs: Any = None
+    undefended: "AttackResult | None" = None  # for a defended result: the result it defends
+    log_prefix: str = ""  # the prefix its metrics were logged under in the test's run
 
     @property
     def clean_predictions(self) -> np.ndarray:
@@ -235,16 +245,25 @@ class Robustness:
         defended model's accuracy on its examples; ``accuracy_gain`` is that minus
         ``result``'s adversarial accuracy (on the very same examples when oblivious).
         """
+        from .defenses import check_threat_model, get_defense
+
+        resolved = get_defense(defense).resolve(params)
+        check_threat_model(threat_model)
+        defended = self._defend(result, defense, threat_model, resolved)
+        self.log_defended(result, defended)
+        return defended
+
+    def _defend(self, result: AttackResult, defense: str, threat_model: str, resolved: dict[str, Any],
+                base_recipe: str = "") -> AttackResult:
+        """``defend`` without logging; ``base_recipe`` picks the defended model's slot (the baseline's too)."""
         from .attacks.base import seed_everything
-        from .defenses import bpda, check_threat_model, get_defense
+        from .defenses import bpda, get_defense
 
         spec = get_defense(defense)
-        resolved = spec.resolve(params)
-        check_threat_model(threat_model)
         attack = get_attack(result.attack)
         attack_params = attack.resolve({k: v for k, v in result.params.items() if k in attack.schema})
         preprocessor = spec.preprocessor(resolved) if spec.preprocessor is not None else None
-        recipe = spec.recipe(resolved) if spec.recipe is not None else ""
+        recipe = spec.recipe(resolved) if spec.recipe is not None else base_recipe
         key = spec.key(resolved) if preprocessor is not None else ""
         classifier = self.session.classifier(self.architecture, recipe, defences=(bpda(preprocessor),) if key else (),
                                              defence_key=key)
@@ -260,12 +279,12 @@ class Robustness:
         defended.defended_inputs = self._defended_view(preprocessor, defended.x_adv[_grid_rows(defended)])
         defended.architecture, defended.defense, defended.threat_model = self.architecture, defense, threat_model
         defended.defense_params = resolved
+        defended.undefended = result
         defended.metrics.update({
             "defended_accuracy": defended.metrics["adversarial_accuracy"],
             "accuracy_gain": defended.metrics["adversarial_accuracy"] - result.metrics["adversarial_accuracy"],
             "clean_accuracy_gain": defended.metrics["clean_accuracy"] - result.metrics["clean_accuracy"],
         })
-        self.log_defended(result, defended)
         return defended
 
     @staticmethod
@@ -287,6 +306,7 @@ class Robustness:
         """Params, metrics and evidence of ``result``; with ``prefix`` (a defended result beside
         its undefended one in the same run) every name gets it, except the defense's own metrics."""
         self.results.append(result)
+        result.log_prefix = prefix
         params = {f"{prefix}{k}": v for k, v in {
             "attack": result.attack, "model_uri": result.model_uri, "samples": len(result.x_clean),
             **{f"{result.attack}.{k}": v for k, v in result.params.items()}}.items()}
@@ -322,15 +342,84 @@ class Robustness:
 
     # -- verdict -----------------------------------------------------------------------------
     def check(self, result: AttackResult | Mapping[str, float], **floors: float) -> None:
-        """Fail the test, listing every violated bound, if any metric is below its floor.
-
-        ``floors`` are the suite's defaults; configured thresholds override them.
-        """
-        values = result.metrics if isinstance(result, AttackResult) else dict(result)
-        bounds = [Bound(metric, ">=", floor, "suite default") for metric, floor in floors.items()]
-        failures = check_bounds(values, bounds)
+        """Fail the test, listing every violated bound: the suite's ``floors``, overridden per metric by
+        configured thresholds, and with ``--baseline-uri`` no drop of more than the tolerance below
+        the baseline model on the same cell."""
+        if not isinstance(result, AttackResult):
+            failures = check_bounds(dict(result), [Bound(k, ">=", v, "suite default") for k, v in floors.items()])
+            if failures:
+                pytest.fail(f"{self.item.name}: " + "; ".join(failures), pytrace=False)
+            return
+        settings = self.session.settings
+        cell = Cell(result.attack, result.params, self.architecture, result.defense, result.threat_model)
+        bounds = self.session.thresholds.bounds_for(cell, result.metrics, floors)
+        baseline = self.baseline_metrics(result) if settings.baseline_uri else None
+        if baseline is not None:
+            tolerance, origin = self.session.thresholds.max_regression_for(cell)
+            uri = self.registered_model(BASELINE).uri
+            bounds += [Bound(b.metric, ">=", baseline[b.metric] - tolerance,
+                             f"baseline {uri} {baseline[b.metric]:.4f} - max_regression {tolerance:g} [{origin}]")
+                       for b in list(bounds) if b.op == ">=" and b.metric in baseline]
+        self._record_cell(result, cell, baseline)
+        failures = check_bounds(result.metrics, bounds)
         if failures:
             pytest.fail(f"{self.item.name}: " + "; ".join(failures), pytrace=False)
+
+    # -- baseline ------------------------------------------------------------------------------
+    def cell_key(self, result: AttackResult) -> str:
+        """Identity of a cell's numbers apart from the model: attack, parameters, defense, data, seed."""
+        return self.session.cache.key("cell", result.attack, sorted(result.params.items()), result.defense,
+                                      sorted(result.defense_params.items()), result.threat_model,
+                                      self.dataset.digest, self.seed, len(result.x_clean), self.architecture)
+
+    def baseline_metrics(self, result: AttackResult) -> dict[str, float] | None:
+        """The baseline model's metrics on the same cell: from an earlier MLflow run that computed
+        them (e.g. when the baseline was itself the candidate), else computed now."""
+        stored = self._stored_cell_metrics(self.cell_key(result), self.registered_model(BASELINE).uri)
+        if stored is not None:
+            return stored
+        spec = get_attack(result.attack)
+        resolved = spec.resolve({k: v for k, v in result.params.items() if k in spec.schema})
+        if result.defense == "none":
+            return self._craft(spec, resolved, recipe=BASELINE).metrics
+        from .defenses import get_defense
+
+        if result.undefended is None or get_defense(result.defense).recipe is not None:
+            return None  # adversarially trained variants are derived from the candidate: no baseline cell
+        base = self._craft(spec, resolved, recipe=BASELINE)
+        return self._defend(base, result.defense, result.threat_model, result.defense_params, BASELINE).metrics
+
+    def _stored_cell_metrics(self, cell_key: str, model_uri: str) -> dict[str, float] | None:
+        tracker = self.session.tracker
+        runs = tracker.client.search_runs(
+            [tracker.ensure_experiment()],
+            f"tags.`robustness.cell_key` = '{cell_key}' and tags.`robustness.cell_model` = '{model_uri}'",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if not runs:
+            return None
+        run = runs[0]
+        prefix = run.data.tags.get("robustness.cell_prefix", "")
+        return {name: run.data.metrics[name if name in DEFENSE_METRICS else f"{prefix}{name}"]
+                for name in KNOWN_METRICS
+                if (name if name in DEFENSE_METRICS else f"{prefix}{name}") in run.data.metrics}
+
+    def _record_cell(self, result: AttackResult, cell: Cell, baseline: Mapping[str, float] | None) -> None:
+        """Tags that let later sessions reuse this cell's numbers as a baseline, and the summary row."""
+        candidate = self.registered_model("").uri
+        tags = {"robustness.cell_key": self.cell_key(result), "robustness.cell_model": candidate,
+                "robustness.cell_prefix": result.log_prefix}
+        value = result.metrics.get("adversarial_accuracy", float("nan"))
+        self.record("robustness.architecture", self.architecture)
+        self.record("robustness.row", f"{result.attack} {case_id(get_attack(result.attack).schema, result.params)}".strip())
+        self.record("robustness.column", cell.defense if cell.defense == "none" else f"{cell.defense} ({cell.threat_model})")
+        self.record("robustness.value", round(float(value), 6))
+        self.record("robustness.candidate", candidate)
+        metrics = {}
+        if baseline is not None and "adversarial_accuracy" in baseline:
+            self.record("robustness.baseline_value", round(float(baseline["adversarial_accuracy"]), 6))
+            metrics = {f"baseline_{k}": v for k, v in baseline.items() if k in JUNIT_METRICS}
+            tags["robustness.baseline_uri"] = self.registered_model(BASELINE).uri
+        self.session.tracker.log_batch(self.ensure_run(), metrics=metrics, tags=tags)
 
     def case_id(self, attack: str, params: Mapping[str, Any]) -> str:
         return case_id(get_attack(attack).schema, params)

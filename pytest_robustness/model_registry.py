@@ -49,11 +49,11 @@ def training_digest(**identity: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
+def parse_model_uri(uri: str, option: str = "--model-uri") -> tuple[str, str | None, str | None]:
     match = MODEL_URI_PATTERN.match(uri)
     if not match:
         raise RobustnessUsageError(
-            f"--model-uri {uri}: expected models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS"
+            f"{option} {uri}: expected models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS"
         )
     return match["name"], match["version"], match["alias"]
 
@@ -62,7 +62,7 @@ def resolve_model_version(client, uri: str, option: str = "--model-uri") -> tupl
     """``models:/NAME@ALIAS`` or ``/VERSION`` -> (name, concrete version), with a one-line error."""
     from mlflow.exceptions import MlflowException
 
-    name, version, alias = parse_model_uri(uri)
+    name, version, alias = parse_model_uri(uri, option)
     try:
         if alias:
             return name, str(client.get_model_version_by_alias(name, alias).version)

@@ -83,7 +83,9 @@ def robustness_session(config: pytest.Config):
     mlflow.set_tracking_uri(settings.mlflow_uri)
     tracker = tracking.Tracker(settings.mlflow_uri, settings.experiment)
     _attach_session_run(config, tracker, settings)
-    session = RobustnessSession(settings, tracker, device)
+    from .gating import thresholds_of
+
+    session = RobustnessSession(settings, tracker, device, thresholds_of(config))
     config.stash[SESSION_KEY] = session
     return session
 

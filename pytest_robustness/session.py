@@ -30,6 +30,7 @@ from .model_registry import (
     training_digest,
 )
 from .settings import Settings
+from .thresholds import ThresholdTable
 from .training import TrainingParams, compile_model, fit
 
 log = logging.getLogger("pytest_robustness")
@@ -48,6 +49,9 @@ def plain_training(session: "RobustnessSession", model, architecture: str, param
 
 
 TRAINING_RECIPES: dict[str, tuple[Recipe, dict[str, Any]]] = {"": (plain_training, {})}
+
+# Not a recipe: the model slot of --baseline-uri, so the baseline shares every memo and cache.
+BASELINE = "@baseline"
 
 
 def weights_digest(model) -> str:
@@ -99,7 +103,8 @@ class AttackRun:
 
 
 class RobustnessSession:
-    def __init__(self, settings: Settings, tracker: tracking.Tracker, device: str = "/CPU:0"):
+    def __init__(self, settings: Settings, tracker: tracking.Tracker, device: str = "/CPU:0",
+                 thresholds: ThresholdTable | None = None):
         self.settings = settings
         self.tracker = tracker
         self.device = device
@@ -112,6 +117,7 @@ class RobustnessSession:
         self._deployments: dict[tuple, Any] = {}
         self._memo: dict[str, dict[str, np.ndarray]] = {}
         self.cache = ArrayCache(settings.cache_dir / "arrays", settings.cache_mode)
+        self.thresholds = thresholds or ThresholdTable(default_max_regression=settings.max_regression)
 
     # -- data ------------------------------------------------------------------------------
     @property
@@ -153,6 +159,9 @@ class RobustnessSession:
         return self._models[key]
 
     def _load_or_train(self, architecture: str, recipe: str) -> RegisteredModel:
+        if recipe == BASELINE:
+            name, version = resolve_model_version(self.tracker.client, self.settings.baseline_uri, "--baseline-uri")
+            return load_registered(name, version)
         if self.settings.model_uri and not recipe:
             name, version = resolve_model_version(self.tracker.client, self.settings.model_uri)
             return load_registered(name, version)

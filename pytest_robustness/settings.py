@@ -55,6 +55,19 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--robustness-cache-dir", default=None, metavar="DIR",
                     help="where cached examples and locks live [ini: robustness_cache_dir; default <rootdir>/.robustness_cache]")
 
+    gate = parser.getgroup(GROUP)
+    gate.addoption("--thresholds", default=None, metavar="FILE",
+                   help="TOML file of thresholds ([[thresholds]] tables) [default: [[tool.robustness.thresholds]] "
+                        "in the project's pyproject.toml]")
+    gate.addoption("--baseline-uri", default=None, metavar="URI",
+                   help="registered baseline (models:/NAME@ALIAS or models:/NAME/VERSION): every cell also runs on it "
+                        "and fails when the candidate drops below it by more than --max-regression")
+    gate.addoption("--max-regression", type=float, default=None, metavar="DELTA",
+                   help="tolerated absolute drop against the baseline [ini: robustness_max_regression; default 0.02]")
+    gate.addoption("--promote", default=None, metavar="ALIAS",
+                   help="when every selected test passed, give the candidate model versions this registry alias")
+
+    parser.addini("robustness_max_regression", "default --max-regression", default="0.02")
     parser.addini("robustness_dataset", "default --dataset", default="mnist")
     parser.addini("robustness_architectures", "default --architecture list", type="args",
                   default=list(DEFAULT_ARCHITECTURES))
@@ -82,6 +95,10 @@ class Settings:
     attack_backend: str = "compiled"
     cache_mode: str = "readwrite"
     cache_dir: Path = Path(".robustness_cache")
+    thresholds_file: Path | None = None
+    baseline_uri: str | None = None
+    max_regression: float = 0.02
+    promote: str | None = None
 
     def training_for(self, architecture: str) -> TrainingParams:
         overrides = dict(get_architecture(architecture).training_overrides)
@@ -145,7 +162,30 @@ def read_settings(config: pytest.Config) -> Settings:
     training = TrainingParams.parse(train_items)
     explicit = frozenset(item.partition("=")[0].strip() for item in train_items)
 
+    max_regression = opt("--max-regression")
+    if max_regression is None:
+        try:
+            max_regression = float(config.getini("robustness_max_regression"))
+        except ValueError:
+            raise RobustnessUsageError(
+                f"robustness_max_regression {config.getini('robustness_max_regression')!r}: expected a number >= 0"
+            ) from None
+    if max_regression < 0:
+        raise RobustnessUsageError(f"--max-regression {max_regression}: expected a number >= 0")
+    baseline_uri = opt("--baseline-uri")
+    if baseline_uri:
+        from .model_registry import parse_model_uri
+
+        parse_model_uri(baseline_uri, option="--baseline-uri")
+    promote = opt("--promote")
+    if promote is not None and not promote.replace("-", "").replace("_", "").isalnum():
+        raise RobustnessUsageError(f"--promote {promote!r}: an alias is letters, digits, '-' and '_'")
+
     return Settings(
+        thresholds_file=Path(opt("--thresholds")).resolve() if opt("--thresholds") else None,
+        baseline_uri=baseline_uri,
+        max_regression=max_regression,
+        promote=promote,
         dataset=dataset,
         architectures=architectures,
         model_uri=model_uri,
