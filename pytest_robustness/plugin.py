@@ -54,10 +54,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def check_environment(settings: Settings) -> None:
-    """Start-up checks that need more than the options: is the model registered.
+    """Start-up checks that need more than the options: is the GPU there, is the model registered.
 
-    Each costs an import (MLflow), so it runs only when its option is given.
+    Each costs an import (TensorFlow, MLflow), so it runs only when its option is given.
     """
+    if settings.gpu:
+        from .devices import require_gpus
+
+        require_gpus()
     if settings.model_uri:
         from .model_registry import check_model_uri
 
