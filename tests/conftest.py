@@ -48,6 +48,13 @@ def _import_mlflow_sqlite_stack(tmp_path_factory: pytest.TempPathFactory) -> Non
     client.search_model_versions("name = 'warm-up'")
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``mlflow.set_tracking_uri`` (which every inner session calls) also sets $MLFLOW_TRACKING_URI,
+    which the plugin's default honours: keep one test's store from leaking into the next."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     """A fresh, empty store of this test's own."""
