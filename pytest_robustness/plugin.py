@@ -6,6 +6,8 @@ Fixtures live in :mod:`pytest_robustness.fixtures` and MLflow/JUnit reporting in
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 
 from .architectures import ARCHITECTURES
@@ -46,7 +48,30 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("filterwarnings", line)
     if config.option.help or config.option.markers or getattr(config.option, "showfixtures", False):
         return
-    config.stash[SETTINGS_KEY] = read_settings(config)
+    settings = read_settings(config)
+    config.stash[SETTINGS_KEY] = settings
+    check_environment(settings)
+
+
+def check_environment(settings: Settings) -> None:
+    """Start-up checks that need more than the options: is the GPU there, is the model registered.
+
+    Each costs an import (TensorFlow, MLflow), so it runs only when its option is given.
+    """
+    if settings.gpu:
+        from .devices import require_gpus
+
+        require_gpus()
+    uris = {"--model-uri": settings.model_uri, "--baseline-uri": settings.baseline_uri}
+    if any(uris.values()):
+        from .model_registry import check_model_uri
+
+        with warnings.catch_warnings():  # pytest's filterwarnings do not cover start-up
+            for line in DEPENDENCY_WARNINGS:
+                warnings.filterwarnings("ignore", message=line.split(":")[1])
+            for option, uri in uris.items():
+                if uri:
+                    check_model_uri(uri, settings.mlflow_uri, option)
 
 
 def settings_of(config: pytest.Config) -> Settings:

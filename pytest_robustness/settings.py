@@ -40,12 +40,14 @@ def add_options(parser: pytest.Parser) -> None:
                     help="MLflow experiment [ini: robustness_experiment; default: dataset name, 'mnist' for built-in]")
     group.addoption("--mlflow-uri", default=None, metavar="URI",
                     help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory]")
-    group.addoption("--robustness-seed", type=int, default=None, metavar="SEED",
+    # Integers are parsed in read_settings, not by argparse, so a bad value gets
+    # the same one-line error whether it came from the command line or an ini key.
+    group.addoption("--robustness-seed", default=None, metavar="SEED",
                     help="seed for data split, training and attacks [ini: robustness_seed; default 0]")
     group.addoption("--train", action="append", default=None, metavar="KEY=VALUE",
                     help="training parameter, repeatable: epochs, batch_size, learning_rate, optimizer "
                          "(adam/rmsprop/adagrad/sgd), validation_split, samples [ini: robustness_train]")
-    group.addoption("--samples", type=int, default=None, metavar="N",
+    group.addoption("--samples", default=None, metavar="N",
                     help="attack at most N test images (0: all) [ini: robustness_samples; default 0]")
     group.addoption("--attack-backend", default=None, choices=BACKENDS,
                     help="'compiled' (batched tf.function kernels) or 'art' (ART's own classes, the reference) "
@@ -125,6 +127,12 @@ def _choice(option: str, raw: str, allowed: tuple[str, ...]) -> str:
     return raw
 
 
+def _option_or_ini(config: pytest.Config, option: str, ini: str) -> tuple[str, Any]:
+    """Where the value came from (the option, else its ini key) and the value, for error messages."""
+    value = config.getoption(option)
+    return (option, value) if value is not None else (ini, config.getini(ini))
+
+
 def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
@@ -154,9 +162,10 @@ def read_settings(config: pytest.Config) -> Settings:
         get_architecture(name)
     architectures = tuple(dict.fromkeys(architectures))
 
-    samples = _int("--samples", opt("--samples") if opt("--samples") is not None else config.getini("robustness_samples"))
+    samples_source, raw_samples = _option_or_ini(config, "--samples", "robustness_samples")
+    samples = _int(samples_source, raw_samples)
     if samples < 0:
-        raise RobustnessUsageError(f"--samples {samples}: expected 0 (all) or a positive count")
+        raise RobustnessUsageError(f"{samples_source} {samples}: expected 0 (all) or a positive count")
 
     train_items = list(config.getini("robustness_train")) + list(opt("--train") or [])
     training = TrainingParams.parse(train_items)
@@ -191,14 +200,13 @@ def read_settings(config: pytest.Config) -> Settings:
         model_uri=model_uri,
         experiment=opt("--experiment") or config.getini("robustness_experiment") or default_experiment_name(dataset),
         mlflow_uri=opt("--mlflow-uri") or default_tracking_uri(),
-        seed=_int("--robustness-seed", opt("--robustness-seed") if opt("--robustness-seed") is not None
-                  else config.getini("robustness_seed")),
+        seed=_int(*_option_or_ini(config, "--robustness-seed", "robustness_seed")),
         gpu=bool(opt("--gpu")),
         training=training,
         training_explicit=explicit,
         samples=samples,
-        attack_backend=_choice("--attack-backend", opt("--attack-backend") or config.getini("robustness_attack_backend"), BACKENDS),
-        cache_mode=_choice("--robustness-cache", opt("--robustness-cache") or config.getini("robustness_cache"), CACHE_MODES),
+        attack_backend=_choice(*_option_or_ini(config, "--attack-backend", "robustness_attack_backend"), BACKENDS),
+        cache_mode=_choice(*_option_or_ini(config, "--robustness-cache", "robustness_cache"), CACHE_MODES),
         cache_dir=Path(opt("--robustness-cache-dir") or config.getini("robustness_cache_dir")
                        or Path(config.rootpath) / ".robustness_cache").resolve(),
     )

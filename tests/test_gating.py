@@ -6,10 +6,6 @@ import textwrap
 
 import pytest
 
-# pytester's in-process runs restore sys.modules afterwards; TensorFlow cannot be
-# imported twice in one process, so it must already be loaded out here.
-import tensorflow  # noqa: F401
-
 SUITE = """
 import pytest
 from pytest_robustness import attack_cases

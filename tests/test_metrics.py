@@ -1,0 +1,81 @@
+"""Distance metrics agree with scipy's and scikit-learn's own implementations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.stats import wasserstein_distance as scipy_wasserstein
+from sklearn.metrics.pairwise import paired_cosine_distances, paired_euclidean_distances, paired_manhattan_distances
+
+from pytest_robustness import metrics as m
+
+# Pixel values as images have them: black, or visibly above it (denormal floats are not images).
+pixels = st.one_of(st.just(0.0), st.floats(2.0**-13, 1.0, width=32))
+
+
+@st.composite
+def image_pairs(draw):
+    n, h, w, c = draw(st.integers(1, 5)), draw(st.integers(1, 6)), draw(st.integers(1, 6)), draw(st.sampled_from([1, 3]))
+    clean = draw(arrays(np.float32, (n, h, w, c), elements=pixels))
+    adv = draw(arrays(np.float32, (n, h, w, c), elements=pixels))
+    return clean, adv
+
+
+def flat(x):
+    return np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(image_pairs())
+def test_norms_match_sklearn_paired_distances(pair):
+    clean, adv = pair
+    np.testing.assert_allclose(m.l_2_norm(clean, adv), paired_euclidean_distances(flat(clean), flat(adv)), atol=1e-9)
+    np.testing.assert_allclose(m.l_1_norm(clean, adv), paired_manhattan_distances(flat(clean), flat(adv)), atol=1e-9)
+    np.testing.assert_allclose(m.l_inf_norm(clean, adv), np.abs(flat(adv) - flat(clean)).max(axis=1), atol=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(image_pairs())
+def test_cosine_similarity_matches_sklearn(pair):
+    clean, adv = pair
+    # Undefined for an all-black image (sklearn says 1 for two of them, we say 0): not a real image pair.
+    assume((np.abs(flat(clean)).sum(axis=1) > 0).all() and (np.abs(flat(adv)).sum(axis=1) > 0).all())
+    np.testing.assert_allclose(m.cosine_similarity(clean, adv),
+                               1.0 - paired_cosine_distances(flat(clean), flat(adv)), atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(image_pairs())
+def test_wasserstein_matches_scipy_per_image(pair):
+    clean, adv = pair
+    expected = [scipy_wasserstein(a, b) for a, b in zip(flat(clean), flat(adv))]
+    np.testing.assert_allclose(m.wasserstein_distance(clean, adv), expected, atol=1e-9)
+
+
+def test_dioptra_aliases_are_the_same_norms():
+    rng = np.random.default_rng(0)
+    clean, adv = rng.random((4, 28, 28, 1)), rng.random((4, 28, 28, 1))
+    table = m.distance_table(clean, adv)
+    np.testing.assert_array_equal(table["euclidean_distance"], table["l_2_norm"])
+    np.testing.assert_array_equal(table["manhattan_distance"], table["l_1_norm"])
+    assert set(table) == set(m.DISTANCE_METRICS)
+
+
+def test_summary_is_mean_median_stdev_iqr_min_max():
+    values = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    summary = m.summarise_distances({"l_2_norm": values})
+    assert summary == pytest.approx({
+        "l_2_norm": 4.0, "l_2_norm_median": 3.0, "l_2_norm_stdev": np.std(values), "l_2_norm_iqr": 2.0,
+        "l_2_norm_min": 1.0, "l_2_norm_max": 10.0,
+    })
+
+
+def test_attack_success_rate_counts_only_correctly_classified():
+    y = np.array([0, 1, 2, 3])
+    clean = np.array([0, 1, 2, 0])  # last one already wrong: not counted
+    adv = np.array([0, 2, 2, 3])  # one of three correct ones flipped
+    assert m.attack_success_rate(y, clean, adv) == pytest.approx(1 / 3)
+    assert m.accuracy(y, adv) == 0.75
