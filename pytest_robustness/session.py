@@ -155,10 +155,7 @@ class RobustnessSession:
     def model(self, architecture: str, recipe: str = "") -> RegisteredModel:
         key = (architecture, recipe)
         if key not in self._models:
-            registered = self._load_or_train(architecture, recipe)
-            if not registered.trained_now:  # the terminal summary says what was reused, not only what was trained
-                self.reuse_log.append(f"reused registered model {registered.name} v{registered.version}")
-            self._models[key] = registered
+            self._models[key] = self._load_or_train(architecture, recipe)
         return self._models[key]
 
     def _load_or_train(self, architecture: str, recipe: str) -> RegisteredModel:

@@ -59,7 +59,7 @@ def test_weak_candidate_fails_good_one_is_promoted_worse_one_regresses(gate):
     assert good.ret == pytest.ExitCode.OK
     good.stdout.fnmatch_lines(["promoted models:/gate_shallow_net/2 -> @champion"])
     champion = client.get_model_version_by_alias("gate_shallow_net", "champion")
-    assert champion.version == "2" and champion.tags["robustness.verdict"] == "passed"
+    assert str(champion.version) == "2" and champion.tags["robustness.verdict"] == "passed"
 
     # One epoch still meets every absolute floor, but is clearly worse than the champion.
     floors_only = run("--train", "epochs=1")
@@ -73,7 +73,7 @@ def test_weak_candidate_fails_good_one_is_promoted_worse_one_regresses(gate):
         "nothing promoted to @champion: *",
     ])
     assert "thresholds.toml entry" not in worse.stdout.str()  # only the regression fails
-    assert client.get_model_version_by_alias("gate_shallow_net", "champion").version == "2"
+    assert str(client.get_model_version_by_alias("gate_shallow_net", "champion").version) == "2"
 
     # The baseline's numbers came from the runs that gated it, not from a recomputation.
     runs = client.search_runs([client.get_experiment_by_name("gate").experiment_id],
