@@ -43,14 +43,23 @@ class Tracker:
 
     # -- experiment and session run -------------------------------------------------
     def ensure_experiment(self) -> str:
+        """The experiment's id, creating it if missing. Jobs that share a tracking server may race
+        to create it: the loser of the race uses the winner's."""
+        from mlflow.exceptions import MlflowException
+
         if self.experiment_id is None:
             existing = self.client.get_experiment_by_name(self.experiment_name)
             if existing is not None:
                 self.experiment_id = existing.experiment_id
-            else:
+                return self.experiment_id
+            try:
                 self.experiment_id = self.client.create_experiment(
                     self.experiment_name, artifact_location=self._local_artifact_location()
                 )
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                self.experiment_id = self.client.get_experiment_by_name(self.experiment_name).experiment_id
         return self.experiment_id
 
     def _local_artifact_location(self) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import signal
 import socket
 import subprocess
@@ -26,6 +27,8 @@ import mlflow.artifacts
 import requests
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
+
+from pytest_robustness.tracking import Tracker
 
 SUITE = """
 import pytest
@@ -219,3 +222,25 @@ def test_serial_run_gives_the_same_numbers_as_xdist(pytester, tracking_server, p
             assert run.data.metrics[metric] == parallel_runs[name].data.metrics[metric], (name, metric)
     # The serial session reused the registered model: still one version.
     assert [v.version for v in client.search_model_versions(f"name = '{MODEL_NAME}'")] == ["1"]
+
+
+def test_jobs_racing_to_create_the_experiment_share_it(tracking_server):
+    """CI jobs starting together on a fresh server all look the experiment up, miss it and create it."""
+    jobs = 8
+    start, ids, errors = threading.Barrier(jobs), [], []
+
+    def job():
+        tracker = Tracker(tracking_server, "race")
+        start.wait()
+        try:
+            ids.append(tracker.ensure_experiment())
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+
+    threads = [threading.Thread(target=job) for _ in range(jobs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert len(ids) == jobs and set(ids) == {MlflowClient(tracking_server).get_experiment_by_name("race").experiment_id}
