@@ -156,7 +156,9 @@ def test_xdist_suite_logs_everything_to_the_server(pytester, tracking_server, pa
     others = [r for r in runs if r is not session]
     assert others and all(r.data.tags.get("mlflow.parentRunId") == session.info.run_id for r in others)
 
-    # Trained and registered once, although two workers needed the model.
+    # Trained and registered once, although both workers ran tests and needed the model.
+    assert {r.data.tags["robustness.worker"] for r in others if r.data.tags.get("robustness.kind") == "test"} \
+        == {"gw0", "gw1"}
     training = [r for r in others if r.data.tags.get("robustness.kind") == "training"]
     assert len(training) == 1 and training[0].info.status == "FINISHED"
     assert [v.version for v in run["state"]["versions"]] == ["1"]
@@ -218,6 +220,7 @@ def test_serial_run_gives_the_same_numbers_as_xdist(pytester, tracking_server, p
     assert len(parallel_runs) == CASES and parallel_runs.keys() == serial_runs.keys()
     for name, run in serial_runs.items():
         assert run.data.tags["robustness.examples"] == "computed", name  # recomputed, not read from a cache
+        assert run.data.tags["robustness.worker"] == "main"
         for metric in ("clean_accuracy", "adversarial_accuracy"):
             assert run.data.metrics[metric] == parallel_runs[name].data.metrics[metric], (name, metric)
     # The serial session reused the registered model: still one version.
