@@ -76,12 +76,18 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def tracking_server(tmp_path_factory) -> str:
+def server_root(tmp_path_factory) -> Path:
+    """The server's own folder: its sqlite store, its artifact store and its log."""
+    return tmp_path_factory.mktemp("mlflow-server")
+
+
+@pytest.fixture(scope="module")
+def tracking_server(server_root: Path) -> str:
     """A real ``mlflow server`` on 127.0.0.1; yields its URL and always stops it."""
     executable = _mlflow_executable()
     if executable is None:
         pytest.skip("the `mlflow` executable is not on PATH nor beside this Python")
-    root = tmp_path_factory.mktemp("mlflow-server")
+    root = server_root
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log = open(root / "server.log", "wb")
@@ -140,7 +146,7 @@ def _run_parallel(pytester, url: str, memo: dict) -> dict:
     return memo
 
 
-def test_xdist_suite_logs_everything_to_the_server(pytester, tracking_server, parallel):
+def test_xdist_suite_logs_everything_to_the_server(pytester, tracking_server, server_root, parallel):
     run = _run_parallel(pytester, tracking_server, parallel)
     result = run["result"]
     assert result.ret == 0, result.stdout.str()
@@ -173,7 +179,10 @@ def test_xdist_suite_logs_everything_to_the_server(pytester, tracking_server, pa
         assert test_run.data.params["model_uri"] == f"models:/{MODEL_NAME}/1"
         names = {a.path for a in client.list_artifacts(test_run.info.run_id)}
         assert {"adversarial_examples.npz", "distance_metrics.csv", "samples.png"} <= names, names
-    # Artifacts went through the server into its store, and come back intact.
+    # Artifacts went through the server (proxied) into its own store, and come back intact.
+    assert client.get_experiment_by_name(EXPERIMENT).artifact_location.startswith("mlflow-artifacts:")
+    stored = {p.parent.parent.name for p in (server_root / "artifacts").rglob("adversarial_examples.npz")}
+    assert {r.info.run_id for r in tests} <= stored
     npz = client.download_artifacts(tests[0].info.run_id, "adversarial_examples.npz", str(pytester.path))
     with np.load(npz) as arrays:
         assert {"x_clean", "x_adv", "y_true"} <= set(arrays.files)
