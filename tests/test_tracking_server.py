@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 # Imported here, not in the tests: pytester drops modules first imported during a test, and
 # numpy/scipy extension modules cannot be loaded twice in one process.
+import mlflow.artifacts
 import numpy as np
 import pytest
-import mlflow.artifacts
 import requests
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
