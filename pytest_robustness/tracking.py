@@ -12,6 +12,7 @@ import atexit
 import io
 import json
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any, Mapping
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
+WORKER_TAG = "robustness.worker"
+HOST_TAG = "robustness.host"
 MAX_PARAM_LENGTH = 6000
 
 
@@ -43,14 +46,23 @@ class Tracker:
 
     # -- experiment and session run -------------------------------------------------
     def ensure_experiment(self) -> str:
+        """The experiment's id, creating it if missing. Jobs that share a tracking server may race
+        to create it: the loser of the race uses the winner's."""
+        from mlflow.exceptions import MlflowException
+
         if self.experiment_id is None:
             existing = self.client.get_experiment_by_name(self.experiment_name)
             if existing is not None:
                 self.experiment_id = existing.experiment_id
-            else:
+                return self.experiment_id
+            try:
                 self.experiment_id = self.client.create_experiment(
                     self.experiment_name, artifact_location=self._local_artifact_location()
                 )
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                self.experiment_id = self.client.get_experiment_by_name(self.experiment_name).experiment_id
         return self.experiment_id
 
     def _local_artifact_location(self) -> str | None:
@@ -75,7 +87,9 @@ class Tracker:
 
     # -- nested runs -------------------------------------------------------------------
     def start_child_run(self, name: str, tags: Mapping[str, str] | None = None) -> str:
-        all_tags = {**(tags or {}), RUN_NAME_TAG: name}
+        """A run nested under the session run, tagged with the machine and xdist worker that ran it
+        (several workers, and several machines sharing a tracking server, log into one session)."""
+        all_tags = {**(tags or {}), RUN_NAME_TAG: name, WORKER_TAG: process_label(), HOST_TAG: socket.gethostname()}
         if self.session_run_id:
             all_tags[PARENT_RUN_TAG] = self.session_run_id
         run = self.client.create_run(self.ensure_experiment(), run_name=name, tags=all_tags)
@@ -137,4 +151,5 @@ class Tracker:
 
 
 def process_label() -> str:
+    """``gw0``, ``gw1``, ... under pytest-xdist, ``main`` otherwise."""
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
