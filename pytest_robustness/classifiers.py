@@ -29,6 +29,3 @@ def make_classifier(model, n_classes: int, input_shape: Sequence[int], preproces
         preprocessing_defences=list(preprocessing_defences) if preprocessing_defences else None,
     )
 
-
-def predict_labels(classifier, x, batch_size: int = 256):
-    return classifier.predict(x, batch_size=batch_size).argmax(axis=1)

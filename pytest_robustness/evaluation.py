@@ -18,7 +18,6 @@ import pytest
 
 from . import metrics as m
 from .attacks import Deployed, get_attack
-from .classifiers import predict_labels
 from .datasets import content_digest
 from .params import case_id
 from .session import AttackRun, RobustnessSession
@@ -470,4 +469,4 @@ def distance_csv(table: Mapping[str, np.ndarray]) -> bytes:
     return buffer.getvalue().encode()
 
 
-__all__ = ["AttackResult", "Robustness", "predict_labels", "score"]
+__all__ = ["AttackResult", "Robustness", "score"]

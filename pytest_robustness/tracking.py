@@ -9,7 +9,6 @@ FINISHED, FAILED or KILLED, never left RUNNING.
 from __future__ import annotations
 
 import atexit
-import io
 import json
 import os
 import socket
@@ -141,13 +140,6 @@ class Tracker:
             target = Path(tmp) / name
             target.write_bytes(data)
             self.client.log_artifact(run_id, str(target))
-
-    def log_npz(self, run_id: str, name: str, **arrays) -> None:
-        import numpy as np
-
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        self.log_bytes(run_id, name, buffer.getvalue())
 
 
 def process_label() -> str:
