@@ -178,7 +178,7 @@ class Robustness:
             tracker = self.session.tracker
             self.run_id = tracker.start_child_run(self.item.name, {
                 "robustness.nodeid": self.item.nodeid, "robustness.architecture": self.architecture,
-                "robustness.kind": "test"})
+                "robustness.kind": "test"}, buffered=True)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
                                              "dataset": self.session.dataset.source,
                                              "attack_backend": self.session.settings.attack_backend})
