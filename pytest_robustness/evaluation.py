@@ -261,11 +261,12 @@ class Robustness:
         spec = get_defense(defense)
         attack = get_attack(result.attack)
         attack_params = attack.resolve({k: v for k, v in result.params.items() if k in attack.schema})
-        preprocessor = spec.preprocessor(resolved) if spec.preprocessor is not None else None
         recipe = spec.recipe(resolved) if spec.recipe is not None else base_recipe
-        key = spec.key(resolved) if preprocessor is not None else ""
-        classifier = self.session.classifier(self.architecture, recipe, defences=(bpda(preprocessor),) if key else (),
-                                             defence_key=key)
+        key = spec.key(resolved) if spec.preprocessor is not None else ""
+        # Built on first use: a cached result needs neither the model nor the defense.
+        classifier = self.session.lazy_classifier(
+            self.architecture, recipe, defences=(lambda: (bpda(spec.preprocessor(resolved)),)) if key else (),
+            defence_key=key)
         if threat_model == "oblivious":
             seed_everything(self.seed)
             defended = score(result.attack, result.params, self.registered_model(recipe).uri, result.x_clean,
@@ -275,7 +276,7 @@ class Robustness:
             defended = self._craft(attack, attack_params, recipe=recipe, classifier=classifier if key else None,
                                    defence_key=key)
         seed_everything(self.seed)
-        defended.defended_inputs = self._defended_view(preprocessor, defended.x_adv[_grid_rows(defended)])
+        defended.defended_inputs = self._defended_view(spec, resolved, defended.x_adv[_grid_rows(defended)])
         defended.architecture, defended.defense, defended.threat_model = self.architecture, defense, threat_model
         defended.defense_params = resolved
         defended.undefended = result
@@ -287,11 +288,11 @@ class Robustness:
         return defended
 
     @staticmethod
-    def _defended_view(preprocessor, x: np.ndarray) -> np.ndarray:
+    def _defended_view(spec, resolved: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
         """What the defended model sees of ``x`` (the preprocessed input; ``x`` itself for pgd)."""
-        if preprocessor is None or not preprocessor.apply_predict:
+        if spec.preprocessor is None or not resolved["apply_predict"]:
             return x
-        return np.asarray(preprocessor(x)[0])
+        return np.asarray(spec.preprocessor(resolved)(x)[0])
 
     def log_defended(self, undefended: AttackResult, defended: AttackResult) -> None:
         self.log_params({"defense": defended.defense, "threat_model": defended.threat_model,
