@@ -54,6 +54,8 @@ class ArrayCache:
             self.misses += 1
             return None
         self.hits += 1
+        for array in found.values():  # served by content: read-only
+            array.flags.writeable = False
         return found
 
     @contextlib.contextmanager

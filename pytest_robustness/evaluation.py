@@ -9,6 +9,7 @@ recompute them with ART and the registered model.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -18,7 +19,7 @@ import pytest
 
 from . import metrics as m
 from .attacks import Deployed, get_attack
-from .datasets import content_digest
+from .datasets import content_digest, freeze
 from .params import case_id
 from .session import AttackRun, RobustnessSession
 from .session import BASELINE
@@ -87,6 +88,19 @@ class AttackResult:
 
 
 SCORE_VERSION = 1
+@functools.lru_cache(maxsize=32)
+def identity_index(n: int) -> np.ndarray:
+    """``arange(n)``, one read-only array per n (so its content digest is remembered)."""
+    index = np.arange(n)
+    freeze(index)
+    return index
+
+
+@functools.lru_cache(maxsize=32)
+def all_modified(n: int) -> np.ndarray:
+    flags = np.ones(n, dtype=bool)
+    freeze(flags)
+    return flags
 
 
 def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_true, x_adv, classifier,
@@ -103,8 +117,8 @@ def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_tru
     classifier's weights, defences and seed) lets a re-run skip the prediction
     and the metric arithmetic: same inputs, same arrays, same numbers.
     """
-    source = deployed.source_index if deployed is not None else np.arange(len(x_adv))
-    modified = deployed.modified if deployed is not None else np.ones(len(x_adv), dtype=bool)
+    source = deployed.source_index if deployed is not None else identity_index(len(x_adv))
+    modified = deployed.modified if deployed is not None else all_modified(len(x_adv))
 
     def measure() -> dict[str, np.ndarray]:
         clean_p = classifier.predict(x_clean, batch_size=256)

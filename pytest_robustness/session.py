@@ -25,7 +25,7 @@ from .architectures import get_architecture
 from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
 from .classifiers import make_classifier
-from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, load_dataset
+from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, freeze, load_dataset
 from .model_registry import (
     RegisteredModel,
     find_or_train,
@@ -104,6 +104,7 @@ class CachedPredictor:
             cached = self._cache.get(key)
             if cached is None:
                 cached = {"probabilities": self.classifier.predict(x, batch_size=batch_size).astype(np.float32)}
+                freeze(*cached.values())
                 self._cache.put(key, **cached)
             self._memo[key] = cached["probabilities"]
         return self._memo[key]
@@ -277,6 +278,7 @@ class RobustnessSession:
             found = self.cache.get(key)
             if found is None:
                 found = compute()
+                freeze(*found.values())  # shared and keyed by content: read-only
                 self.cache.put(key, **found)
             self._memo[key] = found
         return self._memo[key]
@@ -344,6 +346,7 @@ class RobustnessSession:
             output = spec.generator(backend)(target, x, resolved)
             run = AttackRun(np.asarray(output.x_adv, dtype=np.float32), output.artifacts, output.extra_params,
                             time.perf_counter() - started, key=key)
+            freeze(run.x_adv)
             log.info("%s on %s (%s backend, %d images) took %.2f s", attack, registered.uri, backend, len(x),
                      run.seconds)
             self.cache.put(cache_key, x_adv=run.x_adv, **{k: np.asarray(v) for k, v in run.artifacts.items()},
