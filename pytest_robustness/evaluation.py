@@ -60,7 +60,8 @@ class AttackResult:
     # Deployed attacks (the patch): x_adv[i] derives from x_clean[deployed.source_index[i]].
     deployed: Deployed | None = None
     defense_params: dict[str, Any] = field(default_factory=dict)
-    # What the defended model saw, for the evidence grid (e.g. the JPEG-compressed input).
+    # What the defended model saw, for the evidence grid (e.g. the JPEG-compressed input): a
+    # Deferred, computed only when the grid is drawn (not when its picture is cached).
     defended_inputs: Any = None
     undefended: "AttackResult | None" = None  # for a defended result: the result it defends
     log_prefix: str = ""  # the prefix its metrics were logged under in the test's run
@@ -88,6 +89,28 @@ class AttackResult:
 
 
 SCORE_VERSION = 1
+EVIDENCE_VERSION = 1  # bump when the evidence pictures change: it keys the cached PNGs
+
+
+class Deferred:
+    """An array computed on first use and identified beforehand by ``key`` (what determines it),
+    so that a cached picture of it needs neither the array nor what computes it."""
+
+    def __init__(self, key: tuple, compute: Callable[[], np.ndarray]):
+        self.key = key
+        self._compute = compute
+        self._value: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def __array__(self, dtype=None, copy=None):
+        value = self()
+        return value if dtype is None else value.astype(dtype)
+
+
 @functools.lru_cache(maxsize=32)
 def identity_index(n: int) -> np.ndarray:
     """``arange(n)``, one read-only array per n (so its content digest is remembered)."""
@@ -289,8 +312,16 @@ class Robustness:
         else:
             defended = self._craft(attack, attack_params, recipe=recipe, classifier=classifier if key else None,
                                    defence_key=key)
-        seed_everything(self.seed)
-        defended.defended_inputs = self._defended_view(spec, resolved, defended.x_adv[_grid_rows(defended)])
+        rows = defended.x_adv[_grid_rows(defended)]
+        if spec.preprocessor is None or not resolved["apply_predict"]:
+            defended.defended_inputs = rows
+        else:
+            def view(seed=self.seed) -> np.ndarray:
+                seed_everything(seed)  # randomised defenses (Gaussian noise) draw reproducibly
+                return np.asarray(spec.preprocessor(resolved)(rows)[0])
+
+            defended.defended_inputs = Deferred(("defended_view", spec.key(resolved), self.seed, content_digest(rows)),
+                                                view)
         defended.architecture, defended.defense, defended.threat_model = self.architecture, defense, threat_model
         defended.defense_params = resolved
         defended.undefended = result
@@ -300,13 +331,6 @@ class Robustness:
             "clean_accuracy_gain": defended.metrics["clean_accuracy"] - result.metrics["clean_accuracy"],
         })
         return defended
-
-    @staticmethod
-    def _defended_view(spec, resolved: Mapping[str, Any], x: np.ndarray) -> np.ndarray:
-        """What the defended model sees of ``x`` (the preprocessed input; ``x`` itself for pgd)."""
-        if spec.preprocessor is None or not resolved["apply_predict"]:
-            return x
-        return np.asarray(spec.preprocessor(resolved)(x)[0])
 
     def log_defended(self, undefended: AttackResult, defended: AttackResult) -> None:
         self.log_params({"defense": defended.defense, "threat_model": defended.threat_model,
@@ -350,9 +374,20 @@ class Robustness:
                 with cache.file(key, f"{prefix}distance_metrics.csv",
                                 lambda path: path.write_bytes(distance_csv(result.distances))) as csv_file:
                     tracker.log_artifact(run_id, csv_file)
+        # Pictures are content-addressed too: keyed by what is drawn, drawn only when missing.
         if result.attack == "patch" and result.run is not None:
-            tracker.log_bytes(run_id, f"{prefix}patch.png", evidence.patch_png(result.run.x_adv))
-        tracker.log_bytes(run_id, f"{prefix}samples.png", evidence.sample_grid_png(sample_columns(result, undefended)))
+            patches = result.run.x_adv
+            key = cache.key("patch.png", EVIDENCE_VERSION, content_digest(patches))
+            with cache.file(key, f"{prefix}patch.png",
+                            lambda path: path.write_bytes(evidence.patch_png(patches))) as png:
+                tracker.log_artifact(run_id, png)
+        columns = sample_columns(result, undefended)
+        key = cache.key("samples.png", EVIDENCE_VERSION,
+                        [(title, images.key if isinstance(images, Deferred) else content_digest(images), list(captions))
+                         for title, images, captions in columns])
+        with cache.file(key, f"{prefix}samples.png", lambda path: path.write_bytes(evidence.sample_grid_png(
+                [(title, np.asarray(images), captions) for title, images, captions in columns]))) as png:
+            tracker.log_artifact(run_id, png)
 
     # -- verdict -----------------------------------------------------------------------------
     def check(self, result: AttackResult | Mapping[str, float], **floors: float) -> None:
