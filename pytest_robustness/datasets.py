@@ -100,17 +100,20 @@ def _frozen_identity(a) -> tuple[np.ndarray, tuple] | None:
 
 
 def _finish(name, x_train, y_train, x_test, y_test, class_names, source) -> Dataset:
-    arrays = [_to_unit_float(x_train), y_train.astype(np.int64), _to_unit_float(x_test), y_test.astype(np.int64)]
+    arrays = [_to_unit_float(x_train), np.asarray(y_train, dtype=np.int64), _to_unit_float(x_test),
+              np.asarray(y_test, dtype=np.int64)]
     return Dataset(name, *arrays, tuple(class_names), source, content_digest(*arrays))
 
 
 def _to_unit_float(x: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] float32 and give grayscale images their channel axis."""
+    """Scale to [0, 1] float32 and give grayscale images their channel axis (one float32 copy at most:
+    scaled in place)."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
     if x.dtype == np.uint8 or (x.size and float(x.max()) > 1.0):
-        x = x.astype(np.float32) / 255.0
+        x = x.astype(np.float32)  # a new array: scaling it in place touches nobody's data
+        x /= 255.0
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

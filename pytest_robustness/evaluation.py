@@ -21,7 +21,7 @@ from . import metrics as m
 from .attacks import Deployed, get_attack
 from .datasets import content_digest, freeze
 from .params import case_id
-from .session import AttackRun, RobustnessSession
+from .session import AttackRun, RobustnessSession, predict_in_batches
 from .session import BASELINE
 from .thresholds import Bound, Cell, check_bounds
 
@@ -144,9 +144,9 @@ def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_tru
     modified = deployed.modified if deployed is not None else all_modified(len(x_adv))
 
     def measure() -> dict[str, np.ndarray]:
-        clean_p = classifier.predict(x_clean, batch_size=256)
-        adv_p = classifier.predict(x_adv, batch_size=256)
-        distances = m.distance_table(x_clean[source], x_adv)
+        clean_p = predict_in_batches(classifier, x_clean, 256)
+        adv_p = predict_in_batches(classifier, x_adv, 256)
+        distances = m.distance_table(x_clean, x_adv, source)
         values = _metrics(y_true, clean_p, adv_p, source, modified if deployed is not None else None, target,
                           distances)
         return {"clean_probabilities": clean_p, "adversarial_probabilities": adv_p,
@@ -504,9 +504,22 @@ def sample_columns(result: AttackResult, undefended: AttackResult | None = None)
     return columns
 
 
+NPZ_BLOCK = 1 << 20
+
+
 def write_npz(path, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+    """``np.savez_compressed``, streaming each array's bytes in blocks (numpy's writer copies each
+    array whole, ``tobytes``, before compressing it)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(array))
+                data = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
+                for start in range(0, len(data), NPZ_BLOCK):
+                    member.write(data[start:start + NPZ_BLOCK])
 
 
 def distance_csv(table: Mapping[str, np.ndarray]) -> bytes:

@@ -84,6 +84,20 @@ def unwrap(classifier):
     return classifier
 
 
+def predict_in_batches(classifier, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``classifier.predict(x, batch_size)``, handed to ART one of its own batches at a time.
+
+    The model sees the very same batches (the same numbers), and ART's preprocessing
+    (defences, dtype conversion), which copies its whole input, copies one batch. A
+    randomised defence draws its noise batch after batch from the same generator, in the
+    same order: the same draws.
+    """
+    if len(x) <= batch_size:
+        return classifier.predict(x, batch_size=batch_size)
+    return np.concatenate([classifier.predict(x[i:i + batch_size], batch_size=batch_size)
+                           for i in range(0, len(x), batch_size)])
+
+
 class CachedPredictor:
     """An ART classifier whose ``predict`` is memoised by the content of its input.
 
@@ -103,7 +117,7 @@ class CachedPredictor:
         if key not in self._memo:
             cached = self._cache.get(key)
             if cached is None:
-                cached = {"probabilities": self.classifier.predict(x, batch_size=batch_size).astype(np.float32)}
+                cached = {"probabilities": predict_in_batches(self.classifier, x, batch_size).astype(np.float32)}
                 freeze(*cached.values())
                 self._cache.put(key, **cached)
             self._memo[key] = cached["probabilities"]
