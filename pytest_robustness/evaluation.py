@@ -88,7 +88,7 @@ class AttackResult:
         return self.y_true[self.source_index]
 
 
-SCORE_VERSION = 1
+SCORE_VERSION = 2  # 2: keyed by one digest per array (each array is hashed once per session)
 EVIDENCE_VERSION = 1  # bump when the evidence pictures change: it keys the cached PNGs
 
 
@@ -153,7 +153,7 @@ def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_tru
                 "metric_names": np.array(list(values)), "metric_values": np.array(list(values.values())),
                 **{f"distance__{k}": v for k, v in distances.items()}}
 
-    key = ("score", SCORE_VERSION, content_digest(x_clean, y_true, x_adv, source, modified), target)
+    key = ("score", SCORE_VERSION, *(content_digest(a) for a in (x_clean, y_true, x_adv, source, modified)), target)
     parts = memo(key, measure) if memo is not None else measure()
     values = {str(k): float(v) for k, v in zip(parts["metric_names"], parts["metric_values"])}
     distances = {k[len("distance__"):]: v for k, v in parts.items() if k.startswith("distance__")}
@@ -366,7 +366,7 @@ class Robustness:
         in the cache, so a re-run copies it instead of compressing megabytes again."""
         tracker, run_id, cache = self.session.tracker, self.ensure_run(), self.session.cache
         if undefended is None or result.x_adv is not undefended.x_adv:  # oblivious: the same examples, logged once
-            key = cache.key("examples", content_digest(result.x_clean, result.x_adv, result.y_true))
+            key = cache.key("examples", 2, *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true)))
             with cache.file(key, f"{prefix}adversarial_examples.npz", lambda path: write_npz(
                     path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true)) as npz:
                 tracker.log_artifact(run_id, npz)
