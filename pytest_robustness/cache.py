@@ -54,6 +54,9 @@ class ArrayCache:
             self.misses += 1
             return None
         self.hits += 1
+        from .datasets import freeze
+
+        freeze(*found.values())  # served by content: read-only (the arrays and the buffers they view)
         return found
 
     @contextlib.contextmanager

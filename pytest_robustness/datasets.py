@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,9 @@ class Dataset:
     source: str
     digest: str = field(default="")
 
+    def __post_init__(self) -> None:
+        freeze(self.x_train, self.y_train, self.x_test, self.y_test)  # shared by every test: read-only
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
@@ -45,27 +49,71 @@ class Dataset:
 
 
 def content_digest(*arrays: np.ndarray) -> str:
-    """sha256 over shapes, dtypes and bytes: the identity of the data, not of its file."""
+    """sha256 over shapes, dtypes and bytes: the identity of the data, not of its file.
+
+    Remembered for read-only arrays (see :func:`freeze`): the session keys many
+    caches on the same few megabyte-sized arrays, and hashing them once is enough.
+    """
+    identities = [_frozen_identity(a) for a in arrays]
+    memo_key = tuple(i[1] for i in identities) if all(identities) else None
+    if memo_key is not None:
+        found = _DIGESTS.get(memo_key)
+        if found is not None and all(ref() is i[0] for ref, i in zip(found[0], identities)):
+            return found[1]
     h = hashlib.sha256()
     for a in arrays:
         a = np.ascontiguousarray(a)
         h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
+        h.update(a.reshape(-1).view(np.uint8) if a.size else b"")  # the bytes, without a copy
+    digest = h.hexdigest()[:16]
+    if memo_key is not None:
+        _DIGESTS[memo_key] = ([weakref.ref(i[0]) for i in identities], digest)
+    return digest
+
+
+# (buffer owner id, address, shape, strides, dtype) per array -> (weak refs to the owners, digest)
+_DIGESTS: dict[tuple, tuple[list, str]] = {}
+
+
+def freeze(*arrays: np.ndarray) -> None:
+    """Make arrays (and the arrays whose memory they view) read-only: shared by every test of
+    the session and keyed by content, they must not change."""
+    for a in arrays:
+        while isinstance(a, np.ndarray):
+            a.flags.writeable = False
+            a = a.base
+
+
+def _frozen_identity(a) -> tuple[np.ndarray, tuple] | None:
+    """The array owning ``a``'s memory and where ``a`` lies in it, when ``a``, its owner and every
+    view between are read-only (so its bytes cannot change); else None."""
+    if not isinstance(a, np.ndarray) or a.flags.writeable or a.dtype.hasobject:
+        return None
+    owner = a
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+        if owner.flags.writeable:
+            return None
+    if owner.base is not None and not isinstance(owner.base, bytes):  # e.g. a mutable buffer, a memory map
+        return None
+    return owner, (id(owner), a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str)
 
 
 def _finish(name, x_train, y_train, x_test, y_test, class_names, source) -> Dataset:
-    arrays = [_to_unit_float(x_train), y_train.astype(np.int64), _to_unit_float(x_test), y_test.astype(np.int64)]
+    arrays = [_to_unit_float(x_train), np.asarray(y_train, dtype=np.int64), _to_unit_float(x_test),
+              np.asarray(y_test, dtype=np.int64)]
     return Dataset(name, *arrays, tuple(class_names), source, content_digest(*arrays))
 
 
 def _to_unit_float(x: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] float32 and give grayscale images their channel axis."""
+    """Scale to [0, 1] float32 and give grayscale images their channel axis (one float32 copy at most:
+    scaled in place)."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
     if x.dtype == np.uint8 or (x.size and float(x.max()) > 1.0):
-        x = x.astype(np.float32) / 255.0
+        x = x.astype(np.float32)  # a new array: scaling it in place touches nobody's data
+        x /= 255.0
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

@@ -9,6 +9,7 @@ recompute them with ART and the registered model.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -18,9 +19,9 @@ import pytest
 
 from . import metrics as m
 from .attacks import Deployed, get_attack
-from .datasets import content_digest
+from .datasets import content_digest, freeze
 from .params import case_id
-from .session import AttackRun, RobustnessSession
+from .session import AttackRun, RobustnessSession, predict_in_batches
 from .session import BASELINE
 from .thresholds import Bound, Cell, check_bounds
 
@@ -59,7 +60,8 @@ class AttackResult:
     # Deployed attacks (the patch): x_adv[i] derives from x_clean[deployed.source_index[i]].
     deployed: Deployed | None = None
     defense_params: dict[str, Any] = field(default_factory=dict)
-    # What the defended model saw, for the evidence grid (e.g. the JPEG-compressed input).
+    # What the defended model saw, for the evidence grid (e.g. the JPEG-compressed input): a
+    # Deferred, computed only when the grid is drawn (not when its picture is cached).
     defended_inputs: Any = None
     undefended: "AttackResult | None" = None  # for a defended result: the result it defends
     log_prefix: str = ""  # the prefix its metrics were logged under in the test's run
@@ -86,7 +88,42 @@ class AttackResult:
         return self.y_true[self.source_index]
 
 
-SCORE_VERSION = 1
+SCORE_VERSION = 2  # 2: keyed by one digest per array (each array is hashed once per session)
+EVIDENCE_VERSION = 1  # bump when the evidence pictures change: it keys the cached PNGs
+
+
+class Deferred:
+    """An array computed on first use and identified beforehand by ``key`` (what determines it),
+    so that a cached picture of it needs neither the array nor what computes it."""
+
+    def __init__(self, key: tuple, compute: Callable[[], np.ndarray]):
+        self.key = key
+        self._compute = compute
+        self._value: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def __array__(self, dtype=None, copy=None):
+        value = self()
+        return value if dtype is None else value.astype(dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def identity_index(n: int) -> np.ndarray:
+    """``arange(n)``, one read-only array per n (so its content digest is remembered)."""
+    index = np.arange(n)
+    freeze(index)
+    return index
+
+
+@functools.lru_cache(maxsize=32)
+def all_modified(n: int) -> np.ndarray:
+    flags = np.ones(n, dtype=bool)
+    freeze(flags)
+    return flags
 
 
 def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_true, x_adv, classifier,
@@ -103,20 +140,20 @@ def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_tru
     classifier's weights, defences and seed) lets a re-run skip the prediction
     and the metric arithmetic: same inputs, same arrays, same numbers.
     """
-    source = deployed.source_index if deployed is not None else np.arange(len(x_adv))
-    modified = deployed.modified if deployed is not None else np.ones(len(x_adv), dtype=bool)
+    source = deployed.source_index if deployed is not None else identity_index(len(x_adv))
+    modified = deployed.modified if deployed is not None else all_modified(len(x_adv))
 
     def measure() -> dict[str, np.ndarray]:
-        clean_p = classifier.predict(x_clean, batch_size=256)
-        adv_p = classifier.predict(x_adv, batch_size=256)
-        distances = m.distance_table(x_clean[source], x_adv)
+        clean_p = predict_in_batches(classifier, x_clean, 256)
+        adv_p = predict_in_batches(classifier, x_adv, 256)
+        distances = m.distance_table(x_clean, x_adv, source)
         values = _metrics(y_true, clean_p, adv_p, source, modified if deployed is not None else None, target,
                           distances)
         return {"clean_probabilities": clean_p, "adversarial_probabilities": adv_p,
                 "metric_names": np.array(list(values)), "metric_values": np.array(list(values.values())),
                 **{f"distance__{k}": v for k, v in distances.items()}}
 
-    key = ("score", SCORE_VERSION, content_digest(x_clean, y_true, x_adv, source, modified), target)
+    key = ("score", SCORE_VERSION, *(content_digest(a) for a in (x_clean, y_true, x_adv, source, modified)), target)
     parts = memo(key, measure) if memo is not None else measure()
     values = {str(k): float(v) for k, v in zip(parts["metric_names"], parts["metric_values"])}
     distances = {k[len("distance__"):]: v for k, v in parts.items() if k.startswith("distance__")}
@@ -178,7 +215,7 @@ class Robustness:
             tracker = self.session.tracker
             self.run_id = tracker.start_child_run(self.item.name, {
                 "robustness.nodeid": self.item.nodeid, "robustness.architecture": self.architecture,
-                "robustness.kind": "test"})
+                "robustness.kind": "test"}, buffered=True)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
                                              "dataset": self.session.dataset.source,
                                              "attack_backend": self.session.settings.attack_backend})
@@ -261,11 +298,12 @@ class Robustness:
         spec = get_defense(defense)
         attack = get_attack(result.attack)
         attack_params = attack.resolve({k: v for k, v in result.params.items() if k in attack.schema})
-        preprocessor = spec.preprocessor(resolved) if spec.preprocessor is not None else None
         recipe = spec.recipe(resolved) if spec.recipe is not None else base_recipe
-        key = spec.key(resolved) if preprocessor is not None else ""
-        classifier = self.session.classifier(self.architecture, recipe, defences=(bpda(preprocessor),) if key else (),
-                                             defence_key=key)
+        key = spec.key(resolved) if spec.preprocessor is not None else ""
+        # Built on first use: a cached result needs neither the model nor the defense.
+        classifier = self.session.lazy_classifier(
+            self.architecture, recipe, defences=(lambda: (bpda(spec.preprocessor(resolved)),)) if key else (),
+            defence_key=key)
         if threat_model == "oblivious":
             seed_everything(self.seed)
             defended = score(result.attack, result.params, self.registered_model(recipe).uri, result.x_clean,
@@ -274,8 +312,16 @@ class Robustness:
         else:
             defended = self._craft(attack, attack_params, recipe=recipe, classifier=classifier if key else None,
                                    defence_key=key)
-        seed_everything(self.seed)
-        defended.defended_inputs = self._defended_view(preprocessor, defended.x_adv[_grid_rows(defended)])
+        rows = defended.x_adv[_grid_rows(defended)]
+        if spec.preprocessor is None or not resolved["apply_predict"]:
+            defended.defended_inputs = rows
+        else:
+            def view(seed=self.seed) -> np.ndarray:
+                seed_everything(seed)  # randomised defenses (Gaussian noise) draw reproducibly
+                return np.asarray(spec.preprocessor(resolved)(rows)[0])
+
+            defended.defended_inputs = Deferred(("defended_view", spec.key(resolved), self.seed, content_digest(rows)),
+                                                view)
         defended.architecture, defended.defense, defended.threat_model = self.architecture, defense, threat_model
         defended.defense_params = resolved
         defended.undefended = result
@@ -285,13 +331,6 @@ class Robustness:
             "clean_accuracy_gain": defended.metrics["clean_accuracy"] - result.metrics["clean_accuracy"],
         })
         return defended
-
-    @staticmethod
-    def _defended_view(preprocessor, x: np.ndarray) -> np.ndarray:
-        """What the defended model sees of ``x`` (the preprocessed input; ``x`` itself for pgd)."""
-        if preprocessor is None or not preprocessor.apply_predict:
-            return x
-        return np.asarray(preprocessor(x)[0])
 
     def log_defended(self, undefended: AttackResult, defended: AttackResult) -> None:
         self.log_params({"defense": defended.defense, "threat_model": defended.threat_model,
@@ -327,7 +366,7 @@ class Robustness:
         in the cache, so a re-run copies it instead of compressing megabytes again."""
         tracker, run_id, cache = self.session.tracker, self.ensure_run(), self.session.cache
         if undefended is None or result.x_adv is not undefended.x_adv:  # oblivious: the same examples, logged once
-            key = cache.key("examples", content_digest(result.x_clean, result.x_adv, result.y_true))
+            key = cache.key("examples", 2, *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true)))
             with cache.file(key, f"{prefix}adversarial_examples.npz", lambda path: write_npz(
                     path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true)) as npz:
                 tracker.log_artifact(run_id, npz)
@@ -335,9 +374,20 @@ class Robustness:
                 with cache.file(key, f"{prefix}distance_metrics.csv",
                                 lambda path: path.write_bytes(distance_csv(result.distances))) as csv_file:
                     tracker.log_artifact(run_id, csv_file)
+        # Pictures are content-addressed too: keyed by what is drawn, drawn only when missing.
         if result.attack == "patch" and result.run is not None:
-            tracker.log_bytes(run_id, f"{prefix}patch.png", evidence.patch_png(result.run.x_adv))
-        tracker.log_bytes(run_id, f"{prefix}samples.png", evidence.sample_grid_png(sample_columns(result, undefended)))
+            patches = result.run.x_adv
+            key = cache.key("patch.png", EVIDENCE_VERSION, content_digest(patches))
+            with cache.file(key, f"{prefix}patch.png",
+                            lambda path: path.write_bytes(evidence.patch_png(patches))) as png:
+                tracker.log_artifact(run_id, png)
+        columns = sample_columns(result, undefended)
+        key = cache.key("samples.png", EVIDENCE_VERSION,
+                        [(title, images.key if isinstance(images, Deferred) else content_digest(images), list(captions))
+                         for title, images, captions in columns])
+        with cache.file(key, f"{prefix}samples.png", lambda path: path.write_bytes(evidence.sample_grid_png(
+                [(title, np.asarray(images), captions) for title, images, captions in columns]))) as png:
+            tracker.log_artifact(run_id, png)
 
     # -- verdict -----------------------------------------------------------------------------
     def check(self, result: AttackResult | Mapping[str, float], **floors: float) -> None:
@@ -454,9 +504,22 @@ def sample_columns(result: AttackResult, undefended: AttackResult | None = None)
     return columns
 
 
+NPZ_BLOCK = 1 << 20
+
+
 def write_npz(path, **arrays: np.ndarray) -> None:
-    with open(path, "wb") as handle:
-        np.savez_compressed(handle, **arrays)
+    """``np.savez_compressed``, streaming each array's bytes in blocks (numpy's writer copies each
+    array whole, ``tobytes``, before compressing it)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(array))
+                data = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
+                for start in range(0, len(data), NPZ_BLOCK):
+                    member.write(data[start:start + NPZ_BLOCK])
 
 
 def distance_csv(table: Mapping[str, np.ndarray]) -> bytes:

@@ -60,10 +60,8 @@ def robustness(request: pytest.FixtureRequest, robustness_session_state: Robustn
     Its nested MLflow run ends FINISHED when the test passed, FAILED when it
     failed, and KILLED when the test never finished (e.g. Ctrl-C).
     """
-    import tensorflow as tf
-
     cell = Robustness(robustness_session_state, request.node, architecture)
-    with tf.device(robustness_device):
+    with robustness_session_state.device_scope():  # tf.device, once TensorFlow is loaded
         yield cell
     if cell.run_id is not None:
         reports = phase_reports(request.node)

@@ -53,9 +53,24 @@ DISTANCE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 }
 
 
-def distance_table(clean: np.ndarray, adv: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-image values of every distance metric (the CSV artifact's columns)."""
-    return {name: fn(clean, adv) for name, fn in DISTANCE_METRICS.items()}
+DISTANCE_CHUNK = 64  # images per block: the float64 temporaries stay small, whatever the data's size
+
+
+def distance_table(clean: np.ndarray, adv: np.ndarray, source: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-image values of every distance metric (the CSV artifact's columns) between ``adv[i]`` and
+    ``clean[source[i]]`` (``clean[i]`` without ``source``).
+
+    Computed block by block: every metric is a per-image reduction, so the values are those of one
+    pass over all images, without float64 copies of the whole data set.
+    """
+    n = len(adv)
+    table = {name: np.empty(n, dtype=np.float64) for name in DISTANCE_METRICS}
+    for start in range(0, n, DISTANCE_CHUNK):
+        stop = min(start + DISTANCE_CHUNK, n)
+        clean_block = clean[source[start:stop]] if source is not None else clean[start:stop]
+        for name, fn in DISTANCE_METRICS.items():
+            table[name][start:stop] = fn(clean_block, adv[start:stop])
+    return table
 
 
 def summarise_distances(table: dict[str, np.ndarray]) -> dict[str, float]:

@@ -2,9 +2,15 @@
 
 Identity of a trained model is a digest of everything that determines its
 weights (architecture, training parameters, defense, dataset digest, seed),
-stored as a tag on the model version. A second session finds the tag and loads
+stored as a tag on the model version. A second session finds the tag and reuses
 the version instead of retraining; a file lock makes concurrent xdist workers
 train each model once.
+
+Each version also carries the digest of its weights (a tag set when it is
+registered, or the first time a version without it is loaded). Caches key on
+that digest, so a session whose every result is cached never loads the Keras
+model, nor imports TensorFlow: ``RegisteredModel.model`` loads it on first use,
+and checks the weights against the tag.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,22 +26,60 @@ from filelock import FileLock
 from .errors import RobustnessUsageError
 
 DIGEST_TAG = "robustness.training_digest"
+WEIGHTS_TAG = "robustness.weights_digest"
 MODEL_URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))$")
 
 
-@dataclass
-class RegisteredModel:
-    """A Keras model and where it lives in the registry."""
+def weights_digest(model) -> str:
+    """Content address of a model: its weights, whatever registry version number it got."""
+    import numpy as np
 
-    name: str
-    version: str
-    model: Any
-    trained_now: bool = False
-    training_run_id: str | None = None
+    h = hashlib.sha256()
+    for w in model.weights:
+        h.update(np.ascontiguousarray(w.numpy()).tobytes())
+    return h.hexdigest()[:16]
+
+
+class RegisteredModel:
+    """A registered model version and its weights digest; the Keras model is loaded on first use."""
+
+    def __init__(self, name: str, version: str, model: Any = None, *, loader: Callable[[], Any] | None = None,
+                 weights_digest: str = "", trained_now: bool = False, training_run_id: str | None = None):
+        if model is None and loader is None:
+            raise ValueError("RegisteredModel needs a model or a loader")
+        self.name, self.version = name, str(version)
+        self._model, self._loader = model, loader
+        self._weights_digest = weights_digest
+        self.trained_now = trained_now
+        self.training_run_id = training_run_id
 
     @property
     def uri(self) -> str:
         return f"models:/{self.name}/{self.version}"
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def model(self):
+        """The Keras model, loaded now if it was not; its weights must match the recorded digest."""
+        if self._model is None:
+            model = self._loader()
+            digest = weights_digest(model)
+            if self._weights_digest and digest != self._weights_digest:
+                raise RuntimeError(f"{self.uri}: its weights digest is {digest}, but the version's "
+                                   f"{WEIGHTS_TAG} tag says {self._weights_digest}: the tag is stale; "
+                                   "delete it (it is set again on the next load)")
+            self._model, self._weights_digest = model, digest
+        return self._model
+
+    @property
+    def weights_digest(self) -> str:
+        """What caches key on: from the version's tag, else computed from the (loaded) weights."""
+        if not self._weights_digest:
+            self._weights_digest = weights_digest(self.model)
+        return self._weights_digest
 
 
 def registered_model_name(experiment: str, architecture: str, tag: str | None = None) -> str:
@@ -101,13 +144,40 @@ def check_model_uri(uri: str, tracking_uri: str, option: str = "--model-uri") ->
     resolve_model_version(MlflowClient(tracking_uri), uri, option)
 
 
-def load_registered(name: str, version: str) -> RegisteredModel:
+def load_keras_model(name: str, version: str):
     import mlflow
 
     from . import keras_layers  # noqa: F401  (registers our custom layers for deserialisation)
 
-    model = mlflow.tensorflow.load_model(f"models:/{name}/{version}")
-    return RegisteredModel(name=name, version=version, model=model)
+    return mlflow.tensorflow.load_model(f"models:/{name}/{version}")
+
+
+def record_weights_digest(client, name: str, version: str, digest: str) -> None:
+    """Tag the version with its weights digest; best effort (a read-only registry keeps loading it)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.set_model_version_tag(name, str(version), WEIGHTS_TAG, digest)
+    except MlflowException:
+        pass
+
+
+def load_registered(client, name: str, version: str, prepare: Callable[[], Any] = lambda: None,
+                    tags: dict[str, str] | None = None) -> RegisteredModel:
+    """The version, loaded lazily when its weights digest is tagged; else loaded now and tagged.
+
+    ``prepare`` runs before any load (the session's TensorFlow set-up)."""
+    if tags is None:
+        tags = dict(client.get_model_version(name, str(version)).tags)
+
+    def load():
+        prepare()
+        return load_keras_model(name, str(version))
+
+    found = RegisteredModel(name, str(version), loader=load, weights_digest=tags.get(WEIGHTS_TAG, ""))
+    if not tags.get(WEIGHTS_TAG):
+        record_weights_digest(client, name, str(version), found.weights_digest)  # loads the model
+    return found
 
 
 def find_version(client, name: str, digest: str):
@@ -129,20 +199,23 @@ def find_or_train(
     lock_dir: Path,
     train: Callable[[], tuple[Any, str]],
     tags: dict[str, str],
+    prepare: Callable[[], Any] = lambda: None,
 ) -> RegisteredModel:
-    """Load the version tagged with ``digest`` or call ``train`` (which logs and registers).
+    """The version tagged with ``digest`` (loaded lazily) or ``train`` (which logs and registers).
 
-    ``train`` returns (keras model, the ModelInfo.registered_model_version) and
+    ``train`` returns (keras model, the ModelInfo.registered_model_version, run id) and
     runs inside the lock, so parallel workers never train the same model twice.
     """
     lock_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_dir / f"{name}-{digest}.lock")):
         existing = find_version(client, name, digest)
         if existing is not None:
-            found = load_registered(name, str(existing.version))
+            found = load_registered(client, name, str(existing.version), prepare, dict(existing.tags))
             found.training_run_id = existing.run_id
             return found
         model, version, run_id = train()
-        for key, value in {**tags, DIGEST_TAG: digest}.items():
+        trained = RegisteredModel(name, str(version), model, weights_digest=weights_digest(model), trained_now=True,
+                                  training_run_id=run_id)
+        for key, value in {**tags, WEIGHTS_TAG: trained.weights_digest, DIGEST_TAG: digest}.items():
             client.set_model_version_tag(name, str(version), key, str(value))
-        return RegisteredModel(name=name, version=str(version), model=model, trained_now=True, training_run_id=run_id)
+        return trained

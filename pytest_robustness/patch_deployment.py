@@ -85,17 +85,18 @@ def deploy_patches(patches: np.ndarray, x: np.ndarray, params: Mapping[str, Any]
     rotation_max = float(params.get("rotation_max", 0.0))
     height, width = x.shape[1:3]
     size = scale * min(height, width)
-    patched = np.empty((count, *x.shape[1:]), dtype=x.dtype)
+    corrupt = params["patch_deployment_method"] == "corrupt"
+    # The deployed set is written in place: no intermediate copy of the patched images.
+    out = np.empty((n if corrupt else n + count, *x.shape[1:]), dtype=x.dtype)
+    out[:n] = x
     for j, i in enumerate(chosen):
         which = int(rng.integers(len(patches)))
         angle = float(rng.uniform(-rotation_max, rotation_max))
         center = (float(rng.uniform(size / 2, height - size / 2)), float(rng.uniform(size / 2, width - size / 2)))
-        patched[j] = paste(x[i], patches[which], scale, angle, center)
-    if params["patch_deployment_method"] == "corrupt":
-        out = x.copy()
-        out[chosen] = patched
+        out[i if corrupt else n + j] = paste(x[i], patches[which], scale, angle, center)
+    if corrupt:
         modified = np.zeros(n, dtype=bool)
         modified[chosen] = True
         return Deployed(out, np.arange(n), modified)
-    return Deployed(np.concatenate([x, patched]), np.concatenate([np.arange(n), chosen]),
+    return Deployed(out, np.concatenate([np.arange(n), chosen]),
                     np.concatenate([np.zeros(n, dtype=bool), np.ones(count, dtype=bool)]))

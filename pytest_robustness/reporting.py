@@ -10,7 +10,6 @@ session's outcome and attaches the JUnit XML.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import uuid
 from pathlib import Path
@@ -66,26 +65,27 @@ def _session_file(config: pytest.Config) -> Path:
 
 
 def robustness_session(config: pytest.Config):
-    """This process's RobustnessSession, created (with TensorFlow set up) on first use."""
+    """This process's RobustnessSession, created on first use.
+
+    TensorFlow is set up when the session first needs a model (never, when every
+    result is cached), except with ``--gpu``: the GPU set-up picks the device now.
+    """
     if SESSION_KEY in config.stash:
         return config.stash[SESSION_KEY]
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import mlflow
-    import tensorflow as tf
 
-    from .devices import configure_gpus
     from .plugin import settings_of
     from .session import RobustnessSession
 
     settings = settings_of(config)
-    device = configure_gpus(settings.gpu)
-    tf.config.experimental.enable_op_determinism()  # same seed, same numbers
     mlflow.set_tracking_uri(settings.mlflow_uri)
     tracker = tracking.Tracker(settings.mlflow_uri, settings.experiment)
     _attach_session_run(config, tracker, settings)
     from .gating import thresholds_of
 
-    session = RobustnessSession(settings, tracker, device, thresholds_of(config))
+    session = RobustnessSession(settings, tracker, "/CPU:0", thresholds_of(config))
+    if settings.gpu:
+        session.tensorflow()
     config.stash[SESSION_KEY] = session
     return session
 

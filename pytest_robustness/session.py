@@ -3,12 +3,17 @@
 Everything expensive is computed once per process and memoised here (and, for
 adversarial examples, in the on-disk cache), so tests that share a model,
 an attack or its examples never redo the work.
+
+TensorFlow is set up, and models are loaded, only when something needs them:
+keys use the registry's weights digest, classifiers are built on first use, so
+a session whose every result is cached imports neither.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -20,7 +25,7 @@ from .architectures import get_architecture
 from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
 from .classifiers import make_classifier
-from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, load_dataset
+from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, freeze, load_dataset
 from .model_registry import (
     RegisteredModel,
     find_or_train,
@@ -28,6 +33,7 @@ from .model_registry import (
     registered_model_name,
     resolve_model_version,
     training_digest,
+    weights_digest,  # noqa: F401  (re-exported: it used to live here)
 )
 from .settings import Settings
 from .thresholds import ThresholdTable
@@ -54,12 +60,42 @@ TRAINING_RECIPES: dict[str, tuple[Recipe, dict[str, Any]]] = {"": (plain_trainin
 BASELINE = "@baseline"
 
 
-def weights_digest(model) -> str:
-    """Content address of a model: its weights, whatever registry version number it got."""
-    h = hashlib.sha256()
-    for w in model.weights:
-        h.update(np.ascontiguousarray(w.numpy()).tobytes())
-    return h.hexdigest()[:16]
+class LazyClassifier:
+    """Stands for an ART classifier built (model loaded, TensorFlow imported) on first use."""
+
+    def __init__(self, build: Callable[[], Any]):
+        self._build = build
+        self._built = None
+
+    @property
+    def classifier(self):
+        if self._built is None:
+            self._built = self._build()
+        return self._built
+
+    def __getattr__(self, name: str):
+        return getattr(self.classifier, name)
+
+
+def unwrap(classifier):
+    """The ART classifier itself (ART's attacks check its type)."""
+    while isinstance(classifier, (LazyClassifier, CachedPredictor)):
+        classifier = classifier.classifier
+    return classifier
+
+
+def predict_in_batches(classifier, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """``classifier.predict(x, batch_size)``, handed to ART one of its own batches at a time.
+
+    The model sees the very same batches (the same numbers), and ART's preprocessing
+    (defences, dtype conversion), which copies its whole input, copies one batch. A
+    randomised defence draws its noise batch after batch from the same generator, in the
+    same order: the same draws.
+    """
+    if len(x) <= batch_size:
+        return classifier.predict(x, batch_size=batch_size)
+    return np.concatenate([classifier.predict(x[i:i + batch_size], batch_size=batch_size)
+                           for i in range(0, len(x), batch_size)])
 
 
 class CachedPredictor:
@@ -81,7 +117,8 @@ class CachedPredictor:
         if key not in self._memo:
             cached = self._cache.get(key)
             if cached is None:
-                cached = {"probabilities": self.classifier.predict(x, batch_size=batch_size).astype(np.float32)}
+                cached = {"probabilities": predict_in_batches(self.classifier, x, batch_size).astype(np.float32)}
+                freeze(*cached.values())
                 self._cache.put(key, **cached)
             self._memo[key] = cached["probabilities"]
         return self._memo[key]
@@ -112,12 +149,44 @@ class RobustnessSession:
         self._models: dict[tuple[str, str], RegisteredModel] = {}
         self._classifiers: dict[tuple[str, str], Any] = {}
         self._attack_runs: dict[tuple, AttackRun] = {}
-        self._weights_digests: dict[tuple[str, str], str] = {}
         self._predictions: dict[str, np.ndarray] = {}
         self._deployments: dict[tuple, Any] = {}
         self._memo: dict[str, dict[str, np.ndarray]] = {}
         self.cache = ArrayCache(settings.cache_dir / "arrays", settings.cache_mode)
         self.thresholds = thresholds or ThresholdTable(default_max_regression=settings.max_regression)
+        self._tf = None
+        self._device_scopes: list[contextlib.ExitStack] = []
+
+    # -- TensorFlow, on first use -------------------------------------------------------------
+    def tensorflow(self):
+        """TensorFlow, set up on first use: op determinism, GPUs (``--gpu``), the device of the
+        open cell, and the seed a cell set before TensorFlow was loaded."""
+        if self._tf is None:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            import tensorflow as tf
+
+            from .attacks.base import apply_pending_seed
+            from .devices import configure_gpus
+
+            self.device = configure_gpus(self.settings.gpu)
+            tf.config.experimental.enable_op_determinism()  # same seed, same numbers
+            self._tf = tf
+            apply_pending_seed()
+            for stack in self._device_scopes:
+                stack.enter_context(tf.device(self.device))
+        return self._tf
+
+    @contextlib.contextmanager
+    def device_scope(self):
+        """A cell runs on the session's device: entered now if TensorFlow is loaded, else when it is."""
+        with contextlib.ExitStack() as stack:
+            self._device_scopes.append(stack)
+            try:
+                if self._tf is not None:
+                    stack.enter_context(self._tf.device(self.device))
+                yield
+            finally:
+                self._device_scopes.remove(stack)
 
     # -- data ------------------------------------------------------------------------------
     @property
@@ -159,12 +228,13 @@ class RobustnessSession:
         return self._models[key]
 
     def _load_or_train(self, architecture: str, recipe: str) -> RegisteredModel:
+        client = self.tracker.client
         if recipe == BASELINE:
-            name, version = resolve_model_version(self.tracker.client, self.settings.baseline_uri, "--baseline-uri")
-            return load_registered(name, version)
+            name, version = resolve_model_version(client, self.settings.baseline_uri, "--baseline-uri")
+            return load_registered(client, name, version, self.tensorflow)
         if self.settings.model_uri and not recipe:
-            name, version = resolve_model_version(self.tracker.client, self.settings.model_uri)
-            return load_registered(name, version)
+            name, version = resolve_model_version(client, self.settings.model_uri)
+            return load_registered(client, name, version, self.tensorflow)
         recipe_fn, recipe_params = TRAINING_RECIPES[recipe]
         params = self.settings.training_for(architecture)
         data = self.dataset
@@ -180,9 +250,11 @@ class RobustnessSession:
             self.tracker.client, name=name, digest=digest, lock_dir=self.settings.cache_dir / "locks", train=train,
             tags={"architecture": architecture, "recipe": recipe or "standard", "dataset_digest": data.digest,
                   "seed": str(self.settings.seed)},
+            prepare=self.tensorflow,
         )
 
     def _train_and_register(self, name, architecture, recipe, recipe_fn, params):
+        self.tensorflow()
         import keras
         import mlflow
 
@@ -220,6 +292,7 @@ class RobustnessSession:
             found = self.cache.get(key)
             if found is None:
                 found = compute()
+                freeze(*found.values())  # shared and keyed by content: read-only
                 self.cache.put(key, **found)
             self._memo[key] = found
         return self._memo[key]
@@ -229,24 +302,29 @@ class RobustnessSession:
         return (self.model_digest(architecture, recipe), defence_key, self.settings.seed)
 
     def model_digest(self, architecture: str, recipe: str = "") -> str:
-        key = (architecture, recipe)
-        if key not in self._weights_digests:
-            self._weights_digests[key] = weights_digest(self.model(architecture, recipe).model)
-        return self._weights_digests[key]
+        """The registered version's weights digest (its tag: no model load needed)."""
+        return self.model(architecture, recipe).weights_digest
 
-    def predictor(self, architecture: str, recipe: str = "", defences: tuple = (), defence_key: str = "") -> CachedPredictor:
-        """The classifier for scoring: same predictions, memoised by input content."""
-        classifier = self.classifier(architecture, recipe, defences, defence_key)
+    def predictor(self, architecture: str, recipe: str = "", defences=(), defence_key: str = "") -> CachedPredictor:
+        """The classifier for scoring: same predictions, memoised by input content; built on first miss."""
+        classifier = self.lazy_classifier(architecture, recipe, defences, defence_key)
         return CachedPredictor(classifier, self.scoring_key(architecture, recipe, defence_key), self.cache,
                                self._predictions)
 
-    def classifier(self, architecture: str, recipe: str = "", defences: tuple = (), defence_key: str = ""):
-        """ART wrapper of a registered model; with ``defences`` attached as preprocessors."""
+    def lazy_classifier(self, architecture: str, recipe: str = "", defences=(), defence_key: str = "") -> LazyClassifier:
+        """``classifier(...)``, built only when first used (a cached result needs none)."""
+        return LazyClassifier(lambda: self.classifier(architecture, recipe, defences, defence_key))
+
+    def classifier(self, architecture: str, recipe: str = "", defences=(), defence_key: str = ""):
+        """ART wrapper of a registered model; with ``defences`` (a tuple, or a callable returning
+        one) attached as preprocessors."""
         key = (architecture, recipe, defence_key)
         if key not in self._classifiers:
+            self.tensorflow()
+            model = self.model(architecture, recipe).model
             data = self.dataset
-            self._classifiers[key] = make_classifier(self.model(architecture, recipe).model, data.n_classes,
-                                                     data.input_shape, preprocessing_defences=defences)
+            self._classifiers[key] = make_classifier(model, data.n_classes, data.input_shape,
+                                                     preprocessing_defences=defences() if callable(defences) else defences)
         return self._classifiers[key]
 
     # -- attacks ---------------------------------------------------------------------------
@@ -275,13 +353,14 @@ class RobustnessSession:
         else:
             from .attacks.base import seed_everything
 
-            target = AttackTarget(classifier or self.classifier(architecture, recipe), registered.model,
-                                  self.settings.seed, self.dataset.n_classes)
+            target = AttackTarget(unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe),
+                                  registered.model, self.settings.seed, self.dataset.n_classes)
             seed_everything(self.settings.seed)
             started = time.perf_counter()
             output = spec.generator(backend)(target, x, resolved)
             run = AttackRun(np.asarray(output.x_adv, dtype=np.float32), output.artifacts, output.extra_params,
                             time.perf_counter() - started, key=key)
+            freeze(run.x_adv)
             log.info("%s on %s (%s backend, %d images) took %.2f s", attack, registered.uri, backend, len(x),
                      run.seconds)
             self.cache.put(cache_key, x_adv=run.x_adv, **{k: np.asarray(v) for k, v in run.artifacts.items()},

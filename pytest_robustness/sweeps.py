@@ -35,25 +35,38 @@ def sweep_series(runs) -> dict[tuple[str, str], dict[str, list[tuple[float, floa
     return {cell: {label: sorted(by_eps.items()) for label, by_eps in lines.items()} for cell, lines in points.items()}
 
 
-def write_sweep_plots(client, session_run: str) -> list[str]:
-    """Plot every (architecture, norm) with at least two eps values; return the artifact paths."""
+def write_sweep_plots(client, session_run: str, cache=None) -> list[str]:
+    """Plot every (architecture, norm) with at least two eps values; return the artifact paths.
+
+    With ``cache`` (an ``ArrayCache``) a plot of the very same points is drawn once and reused.
+    """
+    import shutil
     import tempfile
     from pathlib import Path
 
+    from .cache import ArrayCache
+    from .evaluation import EVIDENCE_VERSION
     from .evidence import accuracy_vs_eps_png
 
+    cache = cache or ArrayCache(Path(tempfile.gettempdir()), "off")
     experiment_id = client.get_run(session_run).info.experiment_id
     runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{session_run}'",
                               max_results=50000)
     written = []
     with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / PLOT_DIR
+        folder.mkdir()
         for (architecture, norm), lines in sorted(sweep_series(runs).items()):
             if max(len(points) for points in lines.values()) < 2:
                 continue
-            path = Path(tmp) / f"{architecture}_l{norm}.png"
-            path.write_bytes(accuracy_vs_eps_png(lines, f"FGM (L{norm}) on {architecture}"))
-            client.log_artifact(session_run, str(path), PLOT_DIR)
-            written.append(f"{PLOT_DIR}/{path.name}")
+            title = f"FGM (L{norm}) on {architecture}"
+            name = f"{architecture}_l{norm}.png"
+            key = cache.key("accuracy_vs_eps.png", EVIDENCE_VERSION, title, sorted(lines.items()))
+            with cache.file(key, name, lambda path: path.write_bytes(accuracy_vs_eps_png(lines, title))) as png:
+                shutil.copyfile(png, folder / name)
+            written.append(f"{PLOT_DIR}/{name}")
+        if written:
+            client.log_artifacts(session_run, str(folder), PLOT_DIR)
     return written
 
 
@@ -68,9 +81,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     from mlflow.tracking import MlflowClient
 
+    from .cache import ArrayCache
     from .plugin import settings_of
 
+    settings = settings_of(config)
     try:
-        write_sweep_plots(MlflowClient(settings_of(config).mlflow_uri), run_id)
+        write_sweep_plots(MlflowClient(settings.mlflow_uri), run_id,
+                          ArrayCache(settings.cache_dir / "arrays", settings.cache_mode))
     except Exception as exc:  # noqa: BLE001 - a missing plot must not turn a green session red
         warnings.warn(f"pytest-robustness: FGM sweep plots not written: {exc}", stacklevel=1)

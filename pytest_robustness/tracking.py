@@ -4,6 +4,11 @@ Uses ``MlflowClient`` with explicit run ids rather than the fluent API's
 global active-run stack, so xdist workers can log nested runs under the
 controller's session run, and every run this process opened is closed as
 FINISHED, FAILED or KILLED, never left RUNNING.
+
+A test's nested run is *buffered*: its params, metrics, tags and artifacts are
+collected in memory (artifacts in a staging folder) and written when the run
+ends, in one ``log_batch`` (chunked to MLflow's batch limits) and one
+``log_artifacts``: a few round trips to the store per test instead of dozens.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -22,11 +29,34 @@ RUN_NAME_TAG = "mlflow.runName"
 WORKER_TAG = "robustness.worker"
 HOST_TAG = "robustness.host"
 MAX_PARAM_LENGTH = 6000
+# MLflow's log_batch limits: 100 params or tags, 1000 entities in all per request.
+MAX_PARAMS_TAGS_PER_BATCH = 100
+MAX_ENTITIES_PER_BATCH = 1000
 
 
 def _stringify(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text[:MAX_PARAM_LENGTH]
+
+
+@dataclass
+class RunBuffer:
+    """What a buffered run logged so far, written when it ends."""
+
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: list = field(default_factory=list)  # mlflow.entities.Metric, in logging order
+    tags: dict[str, str] = field(default_factory=dict)
+    staging: tempfile.TemporaryDirectory | None = None
+
+    def stage(self, name: str, artifact_path: str | None = None) -> Path:
+        """Where an artifact ``name`` (under ``artifact_path``) goes before the run's one upload."""
+        if self.staging is None:
+            self.staging = tempfile.TemporaryDirectory(prefix="robustness-run-")
+        folder = Path(self.staging.name, *(artifact_path.split("/") if artifact_path else ()))
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / name
+        target.unlink(missing_ok=True)  # a later artifact of the same name replaces the earlier, as in MLflow
+        return target
 
 
 class Tracker:
@@ -41,6 +71,7 @@ class Tracker:
         self.experiment_id: str | None = None
         self.session_run_id: str | None = None
         self.open_runs: set[str] = set()
+        self.buffers: dict[str, RunBuffer] = {}
         atexit.register(self.kill_open_runs)
 
     # -- experiment and session run -------------------------------------------------
@@ -85,21 +116,55 @@ class Tracker:
         self.experiment_id = experiment_id
 
     # -- nested runs -------------------------------------------------------------------
-    def start_child_run(self, name: str, tags: Mapping[str, str] | None = None) -> str:
+    def start_child_run(self, name: str, tags: Mapping[str, str] | None = None, buffered: bool = False) -> str:
         """A run nested under the session run, tagged with the machine and xdist worker that ran it
-        (several workers, and several machines sharing a tracking server, log into one session)."""
+        (several workers, and several machines sharing a tracking server, log into one session).
+
+        ``buffered``: everything logged to it is written when it ends (see the module's doc)."""
         all_tags = {**(tags or {}), RUN_NAME_TAG: name, WORKER_TAG: process_label(), HOST_TAG: socket.gethostname()}
         if self.session_run_id:
             all_tags[PARENT_RUN_TAG] = self.session_run_id
         run = self.client.create_run(self.ensure_experiment(), run_name=name, tags=all_tags)
         self.open_runs.add(run.info.run_id)
+        if buffered:
+            self.buffers[run.info.run_id] = RunBuffer()
         return run.info.run_id
 
     def end_run(self, run_id: str, status: str) -> None:
-        """status: FINISHED, FAILED or KILLED."""
+        """status: FINISHED, FAILED or KILLED. A buffered run's records are written first; if that
+        fails, the run still ends (FAILED) and the error propagates."""
         if run_id in self.open_runs:
             self.open_runs.discard(run_id)
+            try:
+                self.flush(run_id)
+            except BaseException:
+                self.client.set_terminated(run_id, status="KILLED" if status == "KILLED" else "FAILED")
+                raise
             self.client.set_terminated(run_id, status=status)
+
+    def flush(self, run_id: str) -> None:
+        """Write what a buffered run collected: params, metrics and tags in as few batches as
+        MLflow's limits allow, then its artifacts in one upload."""
+        buffer = self.buffers.pop(run_id, None)
+        if buffer is None:
+            return
+        try:
+            from mlflow.entities import Param, RunTag
+
+            params = [Param(k, v) for k, v in buffer.params.items()]
+            tags = [RunTag(k, v) for k, v in buffer.tags.items()]
+            metrics = list(buffer.metrics)
+            while params or tags or metrics:
+                take_params, params = params[:MAX_PARAMS_TAGS_PER_BATCH], params[MAX_PARAMS_TAGS_PER_BATCH:]
+                take_tags, tags = tags[:MAX_PARAMS_TAGS_PER_BATCH], tags[MAX_PARAMS_TAGS_PER_BATCH:]
+                room = MAX_ENTITIES_PER_BATCH - len(take_params) - len(take_tags)
+                take_metrics, metrics = metrics[:room], metrics[room:]
+                self.client.log_batch(run_id, metrics=take_metrics, params=take_params, tags=take_tags)
+            if buffer.staging is not None:
+                self.client.log_artifacts(run_id, buffer.staging.name)
+        finally:
+            if buffer.staging is not None:
+                buffer.staging.cleanup()
 
     def kill_open_runs(self, status: str = "KILLED") -> None:
         for run_id in list(self.open_runs):
@@ -117,6 +182,18 @@ class Tracker:
 
         now = int(time.time() * 1000)
         finite = {k: float(v) for k, v in (metrics or {}).items() if v is not None and v == v}
+        buffer = self.buffers.get(run_id)
+        if buffer is not None:
+            for k, v in (params or {}).items():
+                value = _stringify(v)
+                if buffer.params.setdefault(k, value) != value:  # MLflow refuses to change a param
+                    from mlflow.exceptions import MlflowException
+
+                    raise MlflowException(f"param {k!r} of run {run_id} already logged as "
+                                          f"{buffer.params[k]!r}; cannot change it to {value!r}")
+            buffer.metrics.extend(Metric(k, v, now, step) for k, v in finite.items())
+            buffer.tags.update({k: _stringify(v) for k, v in (tags or {}).items()})
+            return
         batch = dict(params=[Param(k, _stringify(v)) for k, v in (params or {}).items()],
                      metrics=[Metric(k, v, now, step) for k, v in finite.items()],
                      tags=[RunTag(k, _stringify(v)) for k, v in (tags or {}).items()])
@@ -133,9 +210,23 @@ class Tracker:
         self.log_batch(run_id, tags=tags)
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(run_id, str(path), artifact_path)
+        """For a buffered run, ``path`` is staged (hard-linked when it can be: cache files are
+        replaced, never rewritten in place) and uploaded when the run ends."""
+        buffer = self.buffers.get(run_id)
+        if buffer is None:
+            self.client.log_artifact(run_id, str(path), artifact_path)
+            return
+        target = buffer.stage(Path(path).name, artifact_path)
+        try:
+            os.link(path, target)
+        except OSError:
+            shutil.copyfile(path, target)
 
     def log_bytes(self, run_id: str, name: str, data: bytes) -> None:
+        buffer = self.buffers.get(run_id)
+        if buffer is not None:
+            buffer.stage(name).write_bytes(data)
+            return
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / name
             target.write_bytes(data)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -91,12 +93,42 @@ class AttackSpec:
         return self.backends[backend]
 
 
+_pending_seed: int | None = None
+
+
 def seed_everything(seed: int) -> None:
-    """ART draws from numpy's global RNG and Keras from its own: seed both per attack."""
+    """ART draws from numpy's global RNG and Keras from its own: seed both per attack.
+
+    Without Keras loaded yet (a warm session that needed no model so far), Python's
+    and numpy's RNGs are seeded now and TensorFlow's when it loads
+    (``apply_pending_seed``): the same states as seeding everything now.
+    """
+    global _pending_seed
+    seed = seed % (2**32)
+    if "keras" in sys.modules:
+        import keras
+
+        keras.utils.set_random_seed(seed)  # python's random, numpy's, TensorFlow's, Keras's
+        _pending_seed = None
+    else:
+        random.seed(seed)
+        np.random.seed(seed)
+        _pending_seed = seed
+
+
+def apply_pending_seed() -> None:
+    """Give TensorFlow and Keras the seed ``seed_everything`` set before they were loaded,
+    leaving Python's and numpy's RNGs where they are now."""
+    global _pending_seed
+    if _pending_seed is None:
+        return
     import keras
 
-    np.random.seed(seed % (2**32))
-    keras.utils.set_random_seed(seed % (2**32))
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    keras.utils.set_random_seed(_pending_seed)
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+    _pending_seed = None
 
 
 def norm_value(norm: Any) -> float:
