@@ -534,13 +534,30 @@ def _circular_mask(patch_shape, sharpness=40):
     return np.broadcast_to(np.expand_dims(mask, axis=2), patch_shape).astype(np.float32)
 
 
-def _overlay_transforms(params, height, width):
-    """The two per-image ``ImageProjectiveTransformV3`` matrices of ART's ``_random_overlay``.
+def _overlay(images, patch, mask, params):
+    """``AdversarialPatchTensorFlowV2._random_overlay`` for a whole batch at once.
 
     ``params`` is a (B, 4) float64 tensor of (scale, rotation in radians,
-    x_shift, y_shift) per image. Returns (rotation+scale about the centre,
-    translation), each (B, 8) float32, computed in float64 like ART's numpy code.
+    x_shift, y_shift) per image.  Same ops as ART: bilinear resize of patch and
+    mask to the smaller image edge, zero padding to the image size, then two
+    ``ImageProjectiveTransformV3`` passes (rotation+scale about the centre,
+    then translation); here the mask and patch go through each pass together
+    as extra channels, with per-image matrices. Outside the transformed patch
+    the fill is zero, as in the ART reference this project ships
+    (``attacks.patch._art_patch_class``): ART 1.20.1's own ``fill_mode="REFLECT"``
+    mirrors a scaled-down patch over the whole image, a texture rather than a patch.
     """
+    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
+    edge = min(height, width)
+    stacked = tf.stack([mask, tf.cast(patch, images.dtype)])  # (2, ph, pw, c)
+    stacked = tf.image.resize(stacked, size=(edge, edge), method=tf.image.ResizeMethod.BILINEAR)
+    pad_h0 = (height - edge) // 2
+    pad_w0 = (width - edge) // 2
+    stacked = tf.pad(stacked, [[0, 0], [pad_h0, height - pad_h0 - edge], [pad_w0, width - pad_w0 - edge], [0, 0]])
+    both = tf.concat([stacked[0], stacked[1]], axis=-1)  # (H, W, 2c): mask channels, then patch channels
+    n = tf.shape(images)[0]
+    both = tf.broadcast_to(both[None], tf.stack([n, height, width, 2 * channels]))
+
     scale, phi, x_shift, y_shift = tf.unstack(params, axis=1)
     cos, sin = tf.cos(-phi), tf.sin(-phi)
     a0, a1, b0, b1 = cos / scale, -sin / scale, sin / scale, cos / scale
@@ -550,36 +567,6 @@ def _overlay_transforms(params, height, width):
     zeros, ones = tf.zeros_like(scale), tf.ones_like(scale)
     transform = tf.cast(tf.stack([a0, a1, x_delta, b0, b1, y_delta, zeros, zeros], axis=1), tf.float32)
     translation = tf.cast(tf.stack([ones, zeros, -x_shift, zeros, ones, -y_shift, zeros, zeros], axis=1), tf.float32)
-    return transform, translation
-
-
-def _overlay(images, patch, mask, transform, translation):
-    """``AdversarialPatchTensorFlowV2._random_overlay`` for a whole batch at once.
-
-    Same ops as ART: bilinear resize of patch and mask to the smaller image
-    edge, zero padding to the image size, then two ``ImageProjectiveTransformV3``
-    passes (``transform``: rotation+scale about the centre, then
-    ``translation``, see :func:`_overlay_transforms`); here the mask and patch
-    go through each pass together as extra channels, with per-image matrices.
-    The resize and the padding are skipped where they are the identity (a
-    patch as large as the image: TF's half-pixel bilinear resize to the same
-    size returns its input exactly). Outside the transformed patch the fill is
-    zero, as in the ART reference this project ships
-    (``attacks.patch._art_patch_class``): ART 1.20.1's own ``fill_mode="REFLECT"``
-    mirrors a scaled-down patch over the whole image, a texture rather than a patch.
-    """
-    height, width, channels = images.shape[1], images.shape[2], images.shape[3]
-    edge = min(height, width)
-    stacked = tf.stack([mask, tf.cast(patch, images.dtype)])  # (2, ph, pw, c)
-    if tuple(stacked.shape[1:3]) != (edge, edge):
-        stacked = tf.image.resize(stacked, size=(edge, edge), method=tf.image.ResizeMethod.BILINEAR)
-    pad_h0 = (height - edge) // 2
-    pad_w0 = (width - edge) // 2
-    if (height, width) != (edge, edge):
-        stacked = tf.pad(stacked, [[0, 0], [pad_h0, height - pad_h0 - edge], [pad_w0, width - pad_w0 - edge], [0, 0]])
-    both = tf.concat([stacked[0], stacked[1]], axis=-1)  # (H, W, 2c): mask channels, then patch channels
-    n = tf.shape(images)[0]
-    both = tf.broadcast_to(both[None], tf.stack([n, height, width, 2 * channels]))
     for t in (transform, translation):
         both = tf.raw_ops.ImageProjectiveTransformV3(
             images=both,
@@ -609,42 +596,6 @@ def _build_patch(
         tf.TensorSpec([2], tf.int64),  # seed
     ]
 
-    def draws(n, nb, max_iter, seed):
-        """Every random draw of the optimisation, made up front in a few large ops.
-
-        The loop body then only gathers: on a CPU the optimisation step is a
-        handful of milliseconds, and a dozen small per-step RNG and float64 ops
-        were a large share of it. Row ``step`` holds the same values the step
-        would have drawn itself (per-epoch and per-step seeds by ``fold_in``).
-        """
-        perm_seed, param_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-
-        def epoch_order(epoch):  # tf.data shuffle(10000), reshuffled each epoch == a fresh permutation
-            u = tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(perm_seed, epoch))
-            return tf.pad(tf.argsort(u), [[0, nb * batch - n]])
-
-        order = tf.map_fn(epoch_order, tf.range(max_iter), fn_output_signature=tf.int32)
-        rows = tf.reshape(order, [max_iter * nb, batch])  # image indices of each step
-
-        def step_params(step):
-            return tf.random.stateless_uniform(
-                [batch, 4], tf.random.experimental.stateless_fold_in(param_seed, step), dtype=tf.float64
-            )
-
-        u = tf.map_fn(step_params, tf.range(max_iter * nb), fn_output_signature=tf.float64)
-        u = tf.reshape(u, [-1, 4])
-        scale = scale_min + (scale_max - scale_min) * u[:, 0]
-        pad_h = (height - scale * height) / 2.0
-        pad_w = (width - scale * width) / 2.0
-        x_shift = -pad_w + 2.0 * pad_w * u[:, 1]
-        y_shift = -pad_h + 2.0 * pad_h * u[:, 2]
-        phi = (-rotation_max + 2.0 * rotation_max * u[:, 3]) / 180.0 * math.pi
-        transform, translation = _overlay_transforms(tf.stack([scale, phi, x_shift, y_shift], axis=1), height, width)
-        # the short last batch of an epoch is masked out of the mean loss
-        valid = tf.cast(tf.range(nb * batch) < n, tf.float32)
-        return (rows, tf.reshape(transform, [-1, batch, 8]), tf.reshape(translation, [-1, batch, 8]),
-                tf.reshape(valid, [nb, batch]))
-
     # Every step uses a full batch of ``batch`` rows (static shapes inside the
     # loop); the short last batch of an epoch is masked out of the mean loss,
     # which equals ART's mean over the short batch.  jit_compile was measured
@@ -656,16 +607,37 @@ def _build_patch(
         model = model_ref()
         n = tf.shape(x)[0]
         nb = (n + batch - 1) // batch
-        rows, transforms, translations, valid_rows = draws(n, nb, max_iter, seed)
+        perm_seed, param_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
 
-        def body(step, patch, m, v):
-            idx = rows[step]
-            valid = valid_rows[step % nb]
+        def body(step, patch, m, v, perm):
+            epoch, j = step // nb, step % nb
+            # tf.data shuffle(10000) with reshuffle each epoch == a fresh permutation per epoch
+            perm = tf.cond(
+                tf.equal(j, 0),
+                lambda: tf.pad(
+                    tf.argsort(tf.random.stateless_uniform([n], tf.random.experimental.stateless_fold_in(perm_seed, epoch))),
+                    [[0, nb * batch - n]],
+                ),
+                lambda: perm,
+            )
+            rows = j * batch + tf.range(batch)
+            valid = tf.cast(rows < n, tf.float32)
+            idx = tf.gather(perm, rows)
             images, target = tf.gather(x, idx), tf.gather(y, idx)
+            u = tf.random.stateless_uniform(
+                [batch, 4], tf.random.experimental.stateless_fold_in(param_seed, step), dtype=tf.float64
+            )
+            scale = scale_min + (scale_max - scale_min) * u[:, 0]
+            pad_h = (height - scale * height) / 2.0
+            pad_w = (width - scale * width) / 2.0
+            x_shift = -pad_w + 2.0 * pad_w * u[:, 1]
+            y_shift = -pad_h + 2.0 * pad_h * u[:, 2]
+            phi = (-rotation_max + 2.0 * rotation_max * u[:, 3]) / 180.0 * math.pi
+            params = tf.stack([scale, phi, x_shift, y_shift], axis=1)
             with tf.GradientTape() as tape:
                 tape.watch(patch)
-                patched = tf.clip_by_value(_overlay(images, patch, mask, transforms[step], translations[step]), lo, hi)
-                # targeted: Adam descends the loss towards the target
+                patched = tf.clip_by_value(_overlay(images, patch, mask, params), lo, hi)
+            # targeted: Adam descends the loss towards the target
                 probs = model(patched, training=False)
                 per_sample = keras.losses.categorical_crossentropy(target, probs)
                 loss = tf.reduce_sum(per_sample * valid) / tf.reduce_sum(valid)
@@ -676,13 +648,13 @@ def _build_patch(
             m = m + (grad - m) * (1 - beta_1)
             v = v + (tf.square(grad) - v) * (1 - beta_2)
             patch = tf.clip_by_value(patch - (m * alpha) / (tf.sqrt(v) + epsilon), lo, hi)
-            return step + 1, patch, m, v
+            return step + 1, patch, m, v, perm
 
         zeros = tf.zeros_like(patch)
-        _, patch, _, _ = tf.while_loop(
+        _, patch, _, _, _ = tf.while_loop(
             lambda step, *_: step < max_iter * nb,
             body,
-            [tf.constant(0), patch, zeros, zeros],
+            [tf.constant(0), patch, zeros, zeros, tf.zeros([nb * batch], tf.int32)],
         )
         return patch
 
@@ -806,6 +778,5 @@ def apply_patch(x, patch, *, scale=0.5, rotation=0.0, shift=(0.0, 0.0), clip_val
         raise ValueError(f"shift must be a pair (x, y) of numbers; got {shift!r}") from exc
     lo, hi = _check_clip(clip_values)
     params = tf.tile(tf.constant([[scale, rotation / 180.0 * math.pi, sx, sy]], tf.float64), [x.shape[0], 1])
-    transform, translation = _overlay_transforms(params, x.shape[1], x.shape[2])
-    out = _overlay(tf.constant(x), tf.constant(patch), tf.constant(_circular_mask(patch.shape)), transform, translation)
+    out = _overlay(tf.constant(x), tf.constant(patch), tf.constant(_circular_mask(patch.shape)), params)
     return tf.clip_by_value(out, lo, hi).numpy()
