@@ -168,7 +168,8 @@ def reuse_summary(client, settings, session_run_id: str) -> str:
                                   run_view_type=ViewType.ALL, max_results=50000)
     trained = sum(1 for r in children if r.data.tags.get("robustness.kind") == "training")
     tests = [r for r in children if r.data.tags.get("robustness.kind") == "test"]
-    models = {r.data.params.get("model_uri") for r in tests} - {None}
+    # the candidate, and the model a defense such as PGD adversarial training derived from it
+    models = {r.data.params.get(name) for r in tests for name in ("model_uri", "defended_model_uri")} - {None}
     examples = [r.data.tags.get("robustness.examples", "computed") for r in tests]
     reused = sum(1 for e in examples if e in ("cache", "memory"))
     return (f"models: {trained} trained, {max(len(models) - trained, 0)} reused from the registry; "

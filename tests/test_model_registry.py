@@ -103,3 +103,26 @@ def test_model_uri_loads_the_registered_model_instead_of_training(pytester, trai
     assert {r.data.params["model_uri"] for r in tests} == {f"models:/{MODEL_NAME}/1"}
     assert {r.data.tags["robustness.architecture"] for r in tests} == {"shallow_net"}
 
+
+
+PGD_SUITE = '''
+from pytest_robustness import attack_cases, defense_cases
+
+
+@defense_cases([("pgd", dict(epochs=1, max_iter=2))], threat_models=["oblivious"])
+@attack_cases("fgm", [dict(norm="inf", eps=0.3)])
+def test_pgd_fgm(robustness, architecture, params, defense):
+    result = robustness.attack("fgm", **params)
+    robustness.defend(result, defense.name, defense.threat_model, **defense)
+'''
+
+
+def test_reuse_line_counts_the_models_a_defense_trains(pytester, store):
+    """A PGD-trained variant is a registered model of its own: the reuse line counts it, trained or reused."""
+    pytester.makepyfile(test_suite=PGD_SUITE)
+    first = run_robustness(pytester, store=store)
+    first.assert_outcomes(passed=1)
+    first.stdout.fnmatch_lines(["reuse: models: 2 trained, 0 reused from the registry; *"])
+    second = run_robustness(pytester, store=store)
+    second.assert_outcomes(passed=1)
+    second.stdout.fnmatch_lines(["reuse: models: 0 trained, 2 reused from the registry; *"])
