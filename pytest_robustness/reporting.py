@@ -10,6 +10,7 @@ session's outcome and attaches the JUnit XML.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from pathlib import Path
@@ -105,6 +106,8 @@ def _attach_session_run(config: pytest.Config, tracker: tracking.Tracker, settin
                     "model_uri": settings.model_uri or "", **{f"train.{k}": v for k, v in settings.training.as_dict().items()}},
             tags={"robustness.kind": "session", "robustness.version": __version__,
                   "robustness.command": " ".join([Path(sys.argv[0]).name, *config.invocation_params.args])[:5000]},
+            # under xdist a worker creates it, and the controller (the worker's parent) closes it
+            owner_pid=os.getppid() if is_worker(config) else None,
         )
         path.write_text(json.dumps({"run_id": run_id, "experiment_id": tracker.experiment_id}))
 
@@ -136,6 +139,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from mlflow.tracking import MlflowClient
 
+    from .orphans import close_orphaned_runs
     from .plugin import settings_of
 
     client = MlflowClient(settings_of(config).mlflow_uri)
@@ -151,6 +155,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     client.set_tag(run_id, "robustness.exitstatus", int(exitstatus))
     client.set_tag(run_id, "robustness.reuse", reuse)
     client.set_terminated(run_id, status=EXIT_STATUS.get(exitstatus, "FAILED"))
+    # an xdist worker that crashed (SIGKILL, out of memory) left its test's run open
+    close_orphaned_runs(client, client.get_run(run_id).info.experiment_id)
     _session_file(config).unlink(missing_ok=True)
     config.stash[SESSION_RUN_DONE] = (run_id, settings_of(config), reuse)
 

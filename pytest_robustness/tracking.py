@@ -103,8 +103,15 @@ class Tracker:
         db = Path(self.tracking_uri[len(prefix):])
         return (db.parent / "mlartifacts" / self.experiment_name).resolve().as_uri()
 
-    def start_session_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str]) -> str:
-        run = self.client.create_run(self.ensure_experiment(), run_name=name, tags=dict(tags))
+    def start_session_run(self, name: str, params: Mapping[str, Any], tags: Mapping[str, str],
+                          owner_pid: int | None = None) -> str:
+        """The session's run, owned by ``owner_pid`` (the process that will close it; default this one).
+
+        First closes the runs that dead processes on this machine left RUNNING (see ``orphans``)."""
+        from .orphans import close_orphaned_runs, owner_tag
+
+        close_orphaned_runs(self.client, self.ensure_experiment())
+        run = self.client.create_run(self.ensure_experiment(), run_name=name, tags={**tags, **owner_tag(owner_pid)})
         self.session_run_id = run.info.run_id
         self.open_runs.add(self.session_run_id)
         self.log_params(self.session_run_id, params)
@@ -121,7 +128,10 @@ class Tracker:
         (several workers, and several machines sharing a tracking server, log into one session).
 
         ``buffered``: everything logged to it is written when it ends (see the module's doc)."""
-        all_tags = {**(tags or {}), RUN_NAME_TAG: name, WORKER_TAG: process_label(), HOST_TAG: socket.gethostname()}
+        from .orphans import owner_tag
+
+        all_tags = {**(tags or {}), RUN_NAME_TAG: name, WORKER_TAG: process_label(), HOST_TAG: socket.gethostname(),
+                    **owner_tag()}
         if self.session_run_id:
             all_tags[PARENT_RUN_TAG] = self.session_run_id
         run = self.client.create_run(self.ensure_experiment(), run_name=name, tags=all_tags)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
 
-from helpers import FAILING_SUITE, FGM_SUITE, MODEL_NAME, run_robustness, session_run_id
+from helpers import FAILING_SUITE, FGM_SUITE, MODEL_NAME, TINY, run_robustness, session_run_id
+from pytest_robustness.orphans import CLOSED_TAG, OWNER_TAG, owner_tag
 
 TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 
@@ -126,3 +128,36 @@ def test_session_without_robustness_tests_leaves_mlflow_untouched(pytester):
     pytester.makepyfile("def test_plain():\n    pass\n")
     pytester.runpytest("-p", "no:cacheprovider").assert_outcomes(passed=1)
     assert not (pytester.path / "mlflow.db").exists()
+
+
+CRASHING_SUITE = '''
+import os
+import signal
+
+
+def test_crashes(robustness):
+    robustness.attack("fgm", eps=0.1)
+    os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does: no hook runs
+'''
+
+
+def test_runs_a_killed_process_left_running_are_closed_by_the_next_session(pytester, store):
+    pytester.makepyfile(test_crash=CRASHING_SUITE)
+    crashed = pytester.runpytest_subprocess(*TINY, f"--mlflow-uri={store.uri}")
+    assert crashed.ret == -signal.SIGKILL
+    left_open = [r for r in store.runs() if r.info.status == "RUNNING"]
+    assert sorted(r.data.tags["robustness.kind"] for r in left_open) == ["session", "test"]
+    assert all(r.data.tags[OWNER_TAG] for r in left_open)
+    # a run whose owner is alive (this process) must stay open
+    client = store.client
+    alive = client.create_run(left_open[0].info.experiment_id, tags=owner_tag()).info.run_id
+
+    pytester.makepyfile(test_crash="def test_fine(robustness):\n    robustness.attack('fgm', eps=0.1)\n")
+    run_robustness(pytester, store=store).assert_outcomes(passed=1)
+    for run in left_open:
+        after = client.get_run(run.info.run_id)
+        assert after.info.status == "KILLED"
+        assert "ended without closing it" in after.data.tags[CLOSED_TAG]
+    assert client.get_run(alive).info.status == "RUNNING"
+    client.set_terminated(alive)
+    assert all(r.info.status in TERMINAL for r in store.runs())
