@@ -54,11 +54,12 @@ def close_orphaned_runs(client, experiment_id: str) -> list[str]:
     running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=50000)
     closed = []
     for run in running:
-        owner = run.data.tags.get(OWNER_TAG, "")
-        where, _, process = owner.rpartition("/")  # machine/namespace/pid, start time
-        where, _, pid = where.rpartition("/")
-        if where != machine or not pid.isdigit() or _start_time(int(pid)) == process:
-            continue  # another machine's, or its owner still runs
+        parts = run.data.tags.get(OWNER_TAG, "").rsplit("/", 2)  # host/namespace, pid, start time
+        if len(parts) != 3 or parts[0] != machine or not parts[1].isdigit():
+            continue  # another machine's (or untagged)
+        _, pid, started = parts
+        if _start_time(int(pid)) == started:
+            continue  # its owner still runs
         client.set_tag(run.info.run_id, CLOSED_TAG, f"a later session: process {pid} ended without closing it")
         client.set_terminated(run.info.run_id, status="KILLED")
         closed.append(run.info.run_id)
