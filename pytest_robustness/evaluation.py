@@ -320,7 +320,7 @@ class Robustness:
                 seed_everything(seed)  # randomised defenses (Gaussian noise) draw reproducibly
                 return np.asarray(spec.preprocessor(resolved)(rows)[0])
 
-            defended.defended_inputs = Deferred(("defended_view", spec.key(resolved), self.seed, content_digest(rows)),
+            defended.defended_inputs = Deferred(("defended_view", key, self.seed, content_digest(rows)),
                                                 view)
         defended.architecture, defended.defense, defended.threat_model = self.architecture, defense, threat_model
         defended.defense_params = resolved

@@ -33,7 +33,6 @@ from .model_registry import (
     registered_model_name,
     resolve_model_version,
     training_digest,
-    weights_digest,  # noqa: F401  (re-exported: it used to live here)
 )
 from .settings import Settings
 from .thresholds import ThresholdTable
