@@ -13,10 +13,11 @@ import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from . import registry_scope
 from .errors import RobustnessUsageError
 
 TEST_FRACTION = 0.2
@@ -249,9 +250,37 @@ def load_npz(path: Path) -> Dataset:
                    [str(i) for i in range(n_classes)], str(path))
 
 
+@dataclass(frozen=True)
+class DatasetSource:
+    """A dataset registered by name (``registry.add_dataset``): ``load(seed, **params)`` returns a
+    :class:`Dataset` or a mapping with x_train, y_train, x_test, y_test (uint8 or [0, 1] images, integer
+    labels) and optionally class_names."""
+
+    name: str
+    load: Callable[..., Any]
+    params: Mapping[str, Any] = field(default_factory=dict)  # resolved parameters
+    doc: str = ""
+
+    def load_dataset(self, seed: int) -> Dataset:
+        out = self.load(seed, **self.params)
+        if isinstance(out, Dataset):
+            return out
+        missing = [k for k in NPZ_KEYS if k not in out]
+        if missing:
+            raise RobustnessUsageError(f"--dataset {self.name}: its loader returned no {', '.join(missing)}")
+        y_train, y_test = (np.asarray(out[k]) for k in ("y_train", "y_test"))
+        n_classes = int(max(y_train.max(), y_test.max())) + 1
+        names = out.get("class_names") or [str(i) for i in range(n_classes)]
+        return _finish(self.name, out["x_train"], y_train, out["x_test"], y_test, names, f"registered:{self.name}")
+
+
+def registered_datasets() -> Mapping[str, DatasetSource]:
+    return registry_scope.table("dataset", {})
+
+
 def validate_dataset_spec(spec: str) -> None:
-    """Cheap start-up check of ``--dataset``: a built-in name, a Dioptra folder or a well-formed .npz file."""
-    if spec in BUILTIN_DATASETS:
+    """Cheap start-up check of ``--dataset``: a built-in or registered name, a Dioptra folder or a well-formed .npz file."""
+    if spec in BUILTIN_DATASETS or spec in registered_datasets():
         return
     path = Path(spec)
     if path.suffix == ".npz":
@@ -263,7 +292,7 @@ def validate_dataset_spec(spec: str) -> None:
         _check_folder(path)
         return
     raise RobustnessUsageError(
-        f"--dataset {spec}: not a built-in dataset ({', '.join(BUILTIN_DATASETS)}), an existing Dioptra folder or an .npz file"
+        f"--dataset {spec}: not a built-in dataset ({', '.join({**BUILTIN_DATASETS, **registered_datasets()})}), an existing Dioptra folder or an .npz file"
     )
 
 
@@ -271,6 +300,8 @@ def load_dataset(spec: str, seed: int) -> Dataset:
     validate_dataset_spec(spec)
     if spec in BUILTIN_DATASETS:
         return BUILTIN_DATASETS[spec](seed)
+    if spec in registered_datasets():
+        return registered_datasets()[spec].load_dataset(seed)
     path = Path(spec)
     return load_npz(path) if path.suffix == ".npz" else load_folder(path)
 

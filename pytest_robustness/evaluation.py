@@ -298,7 +298,7 @@ class Robustness:
         spec = get_defense(defense)
         attack = get_attack(result.attack)
         attack_params = attack.resolve({k: v for k, v in result.params.items() if k in attack.schema})
-        recipe = spec.recipe(resolved) if spec.recipe is not None else base_recipe
+        recipe = spec.training_recipe(resolved) or base_recipe  # adversarial training, apply_fit: own model
         key = spec.key(resolved) if spec.preprocessor is not None else ""
         # Built on first use: a cached result needs neither the model nor the defense.
         classifier = self.session.lazy_classifier(
@@ -433,7 +433,7 @@ class Robustness:
             return self._craft(spec, resolved, recipe=BASELINE).metrics
         from .defenses import get_defense
 
-        if result.undefended is None or get_defense(result.defense).recipe is not None:
+        if result.undefended is None or get_defense(result.defense).training_recipe(result.defense_params):
             return None  # adversarially trained variants are derived from the candidate: no baseline cell
         base = self._craft(spec, resolved, recipe=BASELINE)
         return self._defend(base, result.defense, result.threat_model, result.defense_params, BASELINE).metrics

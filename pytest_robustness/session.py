@@ -25,6 +25,7 @@ from .architectures import get_architecture
 from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
 from .classifiers import make_classifier
+from .defenses import recipe as registered_recipe
 from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, freeze, load_dataset
 from .model_registry import (
     RegisteredModel,
@@ -234,7 +235,8 @@ class RobustnessSession:
         if self.settings.model_uri and not recipe:
             name, version = resolve_model_version(client, self.settings.model_uri)
             return load_registered(client, name, version, self.tensorflow)
-        recipe_fn, recipe_params = TRAINING_RECIPES[recipe]
+        # Plain training, else a recipe a defense registered in this session's registry.
+        recipe_fn, recipe_params = TRAINING_RECIPES[recipe] if recipe in TRAINING_RECIPES else registered_recipe(recipe)
         params = self.settings.training_for(architecture)
         data = self.dataset
         name = registered_model_name(self.settings.experiment, architecture, recipe or None)
