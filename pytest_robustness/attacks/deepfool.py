@@ -12,7 +12,9 @@ from .define import art_attack, define_attack
 
 PARAMS = {
     "max_iter": numeric(100, 1, integer=True, id_prefix="iter", doc="maximum linearisation steps"),
-    "epsilon": numeric(1e-6, 0, doc="overshoot past the boundary"),
+    # ART's default 1e-6 stops on the boundary, where rounding often keeps the label;
+    # 0.02 is the overshoot of the DeepFool paper.
+    "epsilon": numeric(0.02, 0, doc="overshoot past the boundary"),
     "nb_grads": numeric(10, 1, integer=True, id_prefix="grads", doc="classes (most likely first) considered"),
     "batch_size": numeric(32, 1, integer=True, doc="samples per batch"),
 }
