@@ -245,6 +245,12 @@ class Robustness:
         self.log_result(result)
         return result
 
+    def measure(self, name: str, recipe: str = "", **params: Any) -> AttackResult:
+        """Attack ``name``'s result (shared memo and cache), not logged: to compare another cell's
+        result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s."""
+        spec = get_attack(name)
+        return self._craft(spec, spec.resolve(params), recipe=recipe)
+
     def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
                defence_key: str = "") -> AttackResult:
         """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored

