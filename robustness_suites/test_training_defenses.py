@@ -12,12 +12,24 @@ import pytest
 from pytest_robustness import attack_cases, defense_cases
 
 PATCH = [dict(max_iter=50, patch_scale=scale, patch_deployment_method="corrupt") for scale in (0.3, 0.5)]
-# Gain in accuracy on patched images over the undefended model, measured on the built-in MNIST, seed 0.
-PATCH_TRAINING_GAIN = {}
+# Accuracy on the patched test set, undefended -> patch-trained, built-in MNIST, seed 0, 1,000 images:
+#   le_net      scale 0.3: 0.928 -> 0.957 oblivious, 0.953 adaptive; scale 0.5: 0.676 -> 0.773, 0.728
+#   shallow_net scale 0.3: 0.791 -> 0.839 oblivious, 0.793 adaptive; scale 0.5: 0.563 -> 0.613, 0.442
+# Floors on the gain, less a margin: against the shipped patch (oblivious) both models are measurably
+# more robust. A patch learnt against the patch-trained shallow_net (32 sigmoid units) at scale 0.5
+# beats it by more than the original patch beat the original model: asserted only within 0.2.
+PATCH_TRAINING_GAIN = {
+    ("le_net", 0.3, "oblivious"): 0.01, ("le_net", 0.3, "adaptive"): 0.01,
+    ("le_net", 0.5, "oblivious"): 0.05, ("le_net", 0.5, "adaptive"): 0.02,
+    ("shallow_net", 0.3, "oblivious"): 0.02, ("shallow_net", 0.3, "adaptive"): -0.05,
+    ("shallow_net", 0.5, "oblivious"): 0.02, ("shallow_net", 0.5, "adaptive"): -0.2,
+}
 CLEAN_FLOORS = {"le_net": 0.9, "shallow_net": 0.75}
 DEFAULT_CLEAN_FLOOR = 0.2
 
 # Dioptra's data augmentation: noisy copies added to the training set, nothing at predict time.
+# FGM L-inf 0.1, undefended -> trained on augmented data: le_net 0.837 -> 0.898 oblivious, 0.847 adaptive;
+# shallow_net 0.451 -> 0.514, 0.421 (clean 0.969 -> 0.972, 0.848 -> 0.890). Only clean accuracy is gated.
 AUGMENTED = ("gaussian_augmentation", dict(sigma=0.1, augmentation=True, apply_fit=True, apply_predict=False))
 
 
