@@ -31,7 +31,9 @@ PGD_FLOORS = {
 DEEPFOOL_L2_FLOORS = {"le_net": 8.0, "shallow_net": 0.8}
 # Square, 50 query iterations, L-inf: le_net 0.947 / 0.612 (eps 0.1 / 0.3), shallow_net 0.785 / 0.286.
 SQUARE_FLOORS = {"le_net": {0.1: 0.85, 0.3: 0.5}, "shallow_net": {0.1: 0.65, 0.3: 0.18}}
-CW_L2_FLOORS = {}
+# CW-L2 (2 searches x 10 steps) on softmax outputs is weak here: le_net 0.65, shallow_net 0.66, measured
+# with --samples 100 (the full test set takes tens of minutes on CPU; run it with --samples).
+CW_L2_FLOORS = {"le_net": 0.5, "shallow_net": 0.5}
 CLEAN_FLOORS = {"le_net": 0.9, "shallow_net": 0.8}
 DEFAULT_CLEAN_FLOOR = 0.2
 
