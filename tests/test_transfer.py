@@ -20,7 +20,8 @@ from helpers import MODEL_NAME, TINY_TRAIN, run_robustness, session_run_id
 from pytest_robustness.adversarial_sets import extract_tarball, write_dioptra_tarball
 from pytest_robustness.classifiers import make_classifier
 from pytest_robustness.errors import RobustnessUsageError
-from pytest_robustness.transfer import SETTING_TAG, matrix_cells
+from pytest_robustness.thresholds import Cell, load_table
+from pytest_robustness.transfer import SETTING_TAG, matrix_cells, transfer_rate
 
 SUITES = Path(__file__).resolve().parent.parent / "robustness_suites"
 BOTH = ("--architecture", "shallow_net", "--architecture", "le_net", *TINY_TRAIN, "--samples", "100",
@@ -247,3 +248,44 @@ def test_a_clean_tarball_extracts_inside_the_folder_only(tmp_path):
     extract_tarball(tarball, destination)
     files = sorted(str(p.relative_to(destination)) for p in destination.rglob("*.png"))
     assert files == ["adv_testing/0/adv_00000.png", "adv_testing/3/adv_00001.png", "adv_testing/3/adv_00002.png"]
+
+
+# -- thresholds and the metric ---------------------------------------------------------------------
+SOURCE_THRESHOLDS = """
+[[thresholds]]
+attack = "fgm"
+adversarial_accuracy = 0.05
+
+[[thresholds]]
+attack = "fgm"
+source_architecture = "shallow_net"
+architecture = "le_net"
+adversarial_accuracy = 0.5
+"""
+
+
+def test_thresholds_select_by_source_architecture_and_fall_back(tmp_path):
+    (tmp_path / "t.toml").write_text(SOURCE_THRESHOLDS)
+    table = load_table(tmp_path / "t.toml", tmp_path, 0.02)
+
+    def floor(**cell):
+        bounds = table.bounds_for(Cell("fgm", {"eps": 0.3}, **cell), {}, {"adversarial_accuracy": 0.9})
+        return [(b.value, b.source) for b in bounds]
+
+    assert floor(architecture="le_net", source_architecture="shallow_net") == [(0.5, "t.toml entry 2")]
+    assert floor(architecture="le_net", source_architecture="le_net") == [(0.05, "t.toml entry 1")]
+    assert floor(architecture="le_net") == [(0.05, "t.toml entry 1")]  # white-box cells: as before
+    (tmp_path / "bad.toml").write_text('[[thresholds]]\nsource_architecture = "lenet"\nadversarial_accuracy = 0.1\n')
+    with pytest.raises(RobustnessUsageError, match=r"bad.toml: thresholds entry 1: source_architecture = 'lenet' is "
+                                                   r"unknown; allowed: le_net, .*, baseline$"):
+        load_table(tmp_path / "bad.toml", tmp_path, 0.02)
+
+
+def test_transfer_rate_counts_what_fools_the_source_and_ignores_clean_copies():
+    y = np.array([0, 1, 2, 3, 4])
+    source = np.array([9, 9, 9, 3, 9])  # fools on 0, 1, 2, 4
+    target = np.array([9, 1, 9, 9, 4])  # of those, fooled on 0 and 2
+    assert transfer_rate(y, source, target, np.ones(5, dtype=bool)) == 0.5
+    assert transfer_rate(y, source, target, np.array([True, True, False, True, False])) == 0.5
+    assert transfer_rate(y, source, target, np.array([False, True, False, True, True])) == 0.0
+    assert np.isnan(transfer_rate(y, y, target, np.ones(5, dtype=bool)))  # nothing fooled the source
