@@ -73,8 +73,6 @@ class TransferCell:
         stored = self._stored_baseline_examples(spec, resolved)
         crafted = self._judge(stored, BASELINE) if stored is not None else self._craft(spec, resolved, recipe=BASELINE)
         crafted.source_architecture, crafted.examples_uri = "baseline", stored.examples_uri if stored else ""
-        if stored is not None:  # nothing crafted: say where the examples came from
-            self.session.tracker.set_tags(self.ensure_run(), {"robustness.examples": "mlflow"})
         return self._log_transfer(self._judge(crafted), crafted)
 
     def infer(self, run_id: str, artifact: str = "adversarial_examples.npz") -> "AttackResult":
@@ -113,6 +111,8 @@ class TransferCell:
         source = {"source_architecture": judged.source_architecture, "source_model_uri": judged.source_model_uri}
         self.log_params({**source, **({"examples_uri": judged.examples_uri} if judged.examples_uri else {})})
         tags = {SOURCE_TAG: judged.source_architecture, **({SETTING_TAG: setting} if setting else {})}
+        if judged.run is None:  # nothing crafted here: the examples were read back from an MLflow run
+            tags["robustness.examples"] = "mlflow"
         self.session.tracker.set_tags(self.ensure_run(), tags)
         self.log_result(judged)
         return judged

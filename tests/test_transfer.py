@@ -20,6 +20,7 @@ from helpers import MODEL_NAME, TINY_TRAIN, run_robustness, session_run_id
 from pytest_robustness.adversarial_sets import extract_tarball, write_dioptra_tarball
 from pytest_robustness.classifiers import make_classifier
 from pytest_robustness.errors import RobustnessUsageError
+from pytest_robustness.sweeps import sweep_series
 from pytest_robustness.thresholds import Cell, load_table
 from pytest_robustness.transfer import SETTING_TAG, matrix_cells, transfer_rate
 
@@ -90,6 +91,7 @@ def test_matrix_recomputes_from_each_run_and_a_second_run_crafts_nothing(pyteste
     assert csv_text.splitlines()[1] == f"le_net,{grid[('le_net', 'le_net')]:.6f},{grid[('le_net', 'shallow_net')]:.6f}"
     png = store.download(session, "transfer_matrix/fgm_linf-eps0.3.png", tmp_path / "png").read_bytes()
     assert png.startswith(b"\x89PNG")
+    assert sweep_series(cells) == {}  # transferred examples stay out of the white-box accuracy-vs-eps plots
 
     warm = run_robustness(pytester, *args, store=store, tiny=False)
     warm.assert_outcomes(passed=8, skipped=4)
@@ -125,6 +127,7 @@ def test_infer_judges_another_runs_examples_and_a_dioptra_tarball(pytester, trai
     result.assert_outcomes(passed=1)
     judged = next(r for r in trained_store.children(session_run_id(result)) if r.data.tags.get("robustness.kind") == "test")
     assert judged.data.params["examples_uri"] == f"runs:/{source.info.run_id}/adversarial_examples.npz"
+    assert judged.data.tags["robustness.examples"] == "mlflow"  # crafted nothing
     assert judged.data.params["source_model_uri"] == source.data.params["model_uri"] == judged.data.params["model_uri"]
     for name in ("clean_accuracy", "adversarial_accuracy", "l_inf_norm"):
         assert judged.data.metrics[name] == source.data.metrics[name], name
