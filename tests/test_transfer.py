@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from helpers import MODEL_NAME, TINY_TRAIN, run_robustness, session_run_id
-from pytest_robustness.adversarial_sets import extract_tarball, write_dioptra_tarball
+from pytest_robustness.adversarial_sets import extract_tarball, read_run_examples, write_dioptra_tarball
 from pytest_robustness.classifiers import make_classifier
 from pytest_robustness.errors import RobustnessUsageError
 from pytest_robustness.sweeps import sweep_series
@@ -131,11 +131,18 @@ def test_infer_judges_another_runs_examples_and_a_dioptra_tarball(pytester, trai
     assert judged.data.params["source_model_uri"] == source.data.params["model_uri"] == judged.data.params["model_uri"]
     for name in ("clean_accuracy", "adversarial_accuracy", "l_inf_norm"):
         assert judged.data.metrics[name] == source.data.metrics[name], name
+    digits = [str(i) for i in range(10)]
+    with pytest.raises(RobustnessUsageError, match=rf"^infer: run {source.info.run_id} has no artifact 'nope.npz' "
+                                                   r"\(artifacts: adversarial_examples.npz, .*\)$"):
+        read_run_examples(trained_store.client, source.info.run_id, "nope.npz", digits, (28, 28, 1))
+    with pytest.raises(RobustnessUsageError, match=r"^infer: .* holds images of shape \(28, 28, 1\); this session's "
+                                                   r"models take \(32, 32, 3\)$"):
+        read_run_examples(trained_store.client, source.info.run_id, "adversarial_examples.npz", digits, (32, 32, 3))
 
     # Dioptra's fgm output: adv_testing/<label>/adv_*.png in testing_adversarial_fgm.tar.gz.
     data = np.load(trained_store.download(source.info.run_id, "adversarial_examples.npz", tmp_path / "npz"))
     tarball = write_dioptra_tarball(tmp_path / "dioptra", tmp_path / "testing_adversarial_fgm.tar.gz",
-                                    data["x_adv"], data["y_true"], [str(i) for i in range(10)])
+                                    data["x_adv"], data["y_true"], digits)
     client = trained_store.client
     dioptra_run = client.create_run(client.create_experiment("dioptra-demo"))
     client.log_param(dioptra_run.info.run_id, "model_name", MODEL_NAME)
