@@ -3,8 +3,6 @@
 - Parametrisation: a test that takes ``source_architecture`` and ``architecture`` runs once per
   ordered pair of the selected architectures, a model with itself included, with ids such as
   ``test_fgm_transfer[shallow_net-to-le_net-linf-eps0.3]``.
-- ``transfer_rate``: of the examples that fool the source model, the fraction that also fool
-  the target.
 - The matrix: at the end of the session the controller reads every transfer cell the session
   logged to MLflow (xdist workers each ran a part) and logs, per attack setting, a heatmap
   (rows source, columns target, cells adversarial accuracy) and a CSV to the session run,
@@ -15,20 +13,23 @@ from __future__ import annotations
 
 import csv
 import io
+import shutil
+import tempfile
 import warnings
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from .architectures import ARCHITECTURES
+from .cache import ArrayCache
 from .plugin import settings_of
 from .reporting import is_worker, session_run_id
+from .transfer_cells import SETTING_TAG, SOURCE_TAG
 
 SOURCE_ARGNAME = "source_architecture"
 MATRIX_DIR = "transfer_matrix"
-SETTING_TAG = "robustness.transfer_setting"
-SOURCE_TAG = "robustness.source_architecture"
 LINES_KEY = pytest.StashKey[list]()
 
 
@@ -51,17 +52,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if SOURCE_ARGNAME not in metafunc.fixturenames or "architecture" not in metafunc.fixturenames:
         return
     metafunc.parametrize([SOURCE_ARGNAME, "architecture"], transfer_pairs(settings_of(metafunc.config).architectures))
-
-
-# -- the metric ----------------------------------------------------------------------------------
-def transfer_rate(y_adversarial: np.ndarray, source_predictions: np.ndarray, target_predictions: np.ndarray,
-                  carries_attack: np.ndarray) -> float:
-    """Of the attacked images the source misclassifies, the fraction the target misclassifies too
-    (NaN when none fools the source). Clean copies a deployment keeps (augment) do not count."""
-    fools_source = (source_predictions != y_adversarial) & carries_attack
-    if not fools_source.any():
-        return float("nan")
-    return float(np.mean(target_predictions[fools_source] != y_adversarial[fools_source]))
 
 
 # -- the matrix ----------------------------------------------------------------------------------
@@ -141,12 +131,6 @@ def write_transfer_matrix(client, session_run: str, cache=None) -> list[str]:
 
     With ``cache`` (an ``ArrayCache``) a heatmap of the very same numbers is drawn once and reused.
     """
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from .cache import ArrayCache
-
     cache = cache or ArrayCache(Path(tempfile.gettempdir()), "off")
     experiment_id = client.get_run(session_run).info.experiment_id
     runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{session_run}'",
@@ -179,8 +163,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if run_id is None:
         return
     from mlflow.tracking import MlflowClient
-
-    from .cache import ArrayCache
 
     settings = settings_of(config)
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pytest
@@ -22,10 +22,20 @@ from .datasets import content_digest
 from .errors import RobustnessUsageError
 from .params import case_id
 from .session import BASELINE
-from .transfer import SETTING_TAG, SOURCE_TAG, transfer_rate
 
-if TYPE_CHECKING:
-    from .evaluation import AttackResult
+# Tags of a transfer cell's run: the session's matrix (transfer.py) is built from them.
+SETTING_TAG = "robustness.transfer_setting"  # e.g. "fgm linf-eps0.3": one heatmap per setting
+SOURCE_TAG = "robustness.source_architecture"
+
+
+def transfer_rate(y_adversarial: np.ndarray, source_predictions: np.ndarray, target_predictions: np.ndarray,
+                  carries_attack: np.ndarray) -> float:
+    """Of the attacked images the source misclassifies, the fraction the target misclassifies too
+    (NaN when none fools the source). Clean copies a deployment keeps (augment) do not count."""
+    fools_source = (source_predictions != y_adversarial) & carries_attack
+    if not fools_source.any():
+        return float("nan")
+    return float(np.mean(target_predictions[fools_source] != y_adversarial[fools_source]))
 
 
 @dataclass
@@ -51,7 +61,7 @@ class Examples:
 class TransferCell:
     """Mixed into ``Robustness``: transfer, transfer from the baseline, and Dioptra's ``infer``."""
 
-    def transfer(self, name: str, source_architecture: str, **params: Any) -> "AttackResult":
+    def transfer(self, name: str, source_architecture: str, **params: Any) -> Any:
         """Attack ``name`` crafted on ``source_architecture``'s model and judged by this cell's model.
 
         The examples are the very ones that architecture's own cells craft (its model through
@@ -61,7 +71,7 @@ class TransferCell:
         crafted = type(self)(self.session, self.item, source_architecture)._craft(spec, spec.resolve(params))
         return self._log_transfer(self._judge(crafted), crafted, f"{name} {case_id(spec.schema, params)}".strip())
 
-    def transfer_from_baseline(self, name: str, **params: Any) -> "AttackResult":
+    def transfer_from_baseline(self, name: str, **params: Any) -> Any:
         """Attack ``name`` crafted on the ``--baseline-uri`` model, judged by this cell's candidate:
         last release's adversarial set as a fixed regression set. The examples are read back from
         the baseline's own gated run of the cell (its ``adversarial_examples.npz``: same cell, data
@@ -75,7 +85,7 @@ class TransferCell:
         crafted.source_architecture, crafted.examples_uri = "baseline", stored.examples_uri if stored else ""
         return self._log_transfer(self._judge(crafted), crafted)
 
-    def infer(self, run_id: str, artifact: str = "adversarial_examples.npz") -> "AttackResult":
+    def infer(self, run_id: str, artifact: str = "adversarial_examples.npz") -> Any:
         """Dioptra's ``infer``: this cell's model on the adversarial set that run ``run_id`` logged (any
         run, any session): our ``adversarial_examples.npz``, or a Dioptra tarball of PNG folders by
         label. A tarball holds no clean images: only adversarial metrics are logged, and the cell's
@@ -102,7 +112,7 @@ class TransferCell:
                               or k in ("patched_accuracy", "patched_count", "targeted_success_rate")}
         return self._log_transfer(judged, crafted)
 
-    def _log_transfer(self, judged: "AttackResult", crafted, setting: str = "") -> "AttackResult":
+    def _log_transfer(self, judged: Any, crafted: Any, setting: str = "") -> Any:
         """Log ``judged`` with where its examples came from; ``transfer_rate`` when the source model's
         own predictions on them are known; ``setting`` makes it a cell of the session's matrix."""
         if crafted.adversarial_probabilities is not None:

@@ -22,7 +22,8 @@ from pytest_robustness.classifiers import make_classifier
 from pytest_robustness.errors import RobustnessUsageError
 from pytest_robustness.sweeps import sweep_series
 from pytest_robustness.thresholds import Cell, load_table
-from pytest_robustness.transfer import SETTING_TAG, matrix_cells, transfer_rate
+from pytest_robustness.transfer import matrix_cells
+from pytest_robustness.transfer_cells import SETTING_TAG, transfer_rate
 
 SUITES = Path(__file__).resolve().parent.parent / "robustness_suites"
 BOTH = ("--architecture", "shallow_net", "--architecture", "le_net", *TINY_TRAIN, "--samples", "100",
