@@ -34,6 +34,7 @@ from .model_registry import (
     resolve_model_version,
     training_digest,
 )
+from .progress import Progress, log_progress
 from .settings import Settings
 from .thresholds import ThresholdTable
 from .training import TrainingParams, compile_model, fit
@@ -50,10 +51,15 @@ Recipe = Callable[["RobustnessSession", Any, str, TrainingParams], dict[str, flo
 
 def plain_training(session: "RobustnessSession", model, architecture: str, params: TrainingParams) -> dict[str, float]:
     data = session.dataset
-    return fit(model, data.x_train, data.y_train, params, data.n_classes, session.settings.seed)
+    return fit(model, data.x_train, data.y_train, params, data.n_classes, session.settings.seed,
+               progress=lambda epoch, loss, seconds: session.progress(
+                   f"training {architecture}: epoch {epoch}/{params.epochs:g}, loss {loss:.4f}, {seconds:.1f} s"))
 
 
 TRAINING_RECIPES: dict[str, tuple[Recipe, dict[str, Any]]] = {"": (plain_training, {})}
+
+# Attacks that take longer than this get a progress line.
+LONG_STEP_SECONDS = 2.0
 
 # Not a recipe: the model slot of --baseline-uri, so the baseline shares every memo and cache.
 BASELINE = "@baseline"
@@ -140,8 +146,9 @@ class AttackRun:
 
 class RobustnessSession:
     def __init__(self, settings: Settings, tracker: tracking.Tracker, device: str = "/CPU:0",
-                 thresholds: ThresholdTable | None = None):
+                 thresholds: ThresholdTable | None = None, progress: Progress = log_progress):
         self.settings = settings
+        self.progress = progress  # one line per step of long work: training, PGD training, patches
         self.tracker = tracker
         self.device = device
         self._dataset: Dataset | None = None
@@ -240,6 +247,8 @@ class RobustnessSession:
         name = registered_model_name(self.settings.experiment, architecture, recipe or None)
         identity = dict(architecture=architecture, recipe=recipe, recipe_params=recipe_params,
                         training=params.as_dict(), dataset=data.digest, seed=self.settings.seed)
+        if recipe:  # a recipe's trainer (ART's or the compiled one) makes other weights
+            identity["trainer"] = self.settings.attack_backend
         digest = training_digest(**identity)
 
         def train():
@@ -362,6 +371,8 @@ class RobustnessSession:
             freeze(run.x_adv)
             log.info("%s on %s (%s backend, %d images) took %.2f s", attack, registered.uri, backend, len(x),
                      run.seconds)
+            if run.seconds >= LONG_STEP_SECONDS:
+                self.progress(f"{attack} on {registered.uri} ({backend}, {len(x)} images): {run.seconds:.1f} s")
             self.cache.put(cache_key, x_adv=run.x_adv, **{k: np.asarray(v) for k, v in run.artifacts.items()},
                            **{f"param__{k}": np.asarray(v) for k, v in run.extra_params.items()})
         self._attack_runs[key] = run
