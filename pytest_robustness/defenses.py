@@ -48,6 +48,9 @@ class Defense:
     preprocessor: Callable[[Mapping[str, Any]], Any] | None = None
     # ... a training defense registers a training recipe and returns the recipe's name.
     recipe: Callable[[Mapping[str, Any]], str] | None = None
+    # A TensorFlow form of the preprocessor (x -> defended x) for compiled adaptive attacks, or
+    # None where these parameters have none (the adaptive cell then runs ART's BPDA).
+    compiled: Callable[[Mapping[str, Any]], Callable[[Any], Any] | None] | None = None
     constraints: tuple[Constraint, ...] = ()
     doc: str = ""
 
@@ -111,6 +114,19 @@ def _spatial_smoothing(p):
 
     return SpatialSmoothing(window_size=p["window_size"], channels_first=False, clip_values=CLIP_VALUES,
                             apply_fit=p["apply_fit"], apply_predict=p["apply_predict"])
+
+
+def _compiled_spatial_smoothing(p):
+    """``SpatialSmoothing`` as a TensorFlow median filter: exact for odd windows (a median picks one input)."""
+    if not p["apply_predict"] or p["window_size"] % 2 == 0:
+        return None
+
+    def smooth(x):
+        from .attacks.defense_kernels import median_filter
+
+        return median_filter(x, p["window_size"], CLIP_VALUES)
+
+    return smooth
 
 
 def _jpeg_compression(p):
@@ -236,7 +252,8 @@ DEFENSES: dict[str, Defense] = {
         Defense("spatial_smoothing", {
             "window_size": numeric(3, 1, integer=True, id_prefix="window", doc="median filter window (pixels)"),
             **APPLY,
-        }, preprocessor=_spatial_smoothing, doc="ART SpatialSmoothing: local median filter"),
+        }, preprocessor=_spatial_smoothing, compiled=_compiled_spatial_smoothing,
+            doc="ART SpatialSmoothing: local median filter"),
         Defense("jpeg_compression", {
             "quality": numeric(50, 1, 100, integer=True, id_prefix="q", doc="JPEG quality, 1 (worst) to 100 (best)"),
             "channels_first": flag(False, doc="Dioptra's parameter; images here are channels-last"),

@@ -246,7 +246,7 @@ class Robustness:
         return result
 
     def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
-               defence_key: str = "") -> AttackResult:
+               defence_key: str = "", attack_model=None) -> AttackResult:
         """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored
         by ``classifier`` (default: the recipe's undefended classifier), which they were crafted on."""
         from .attacks.base import seed_everything
@@ -254,7 +254,7 @@ class Robustness:
         x, y = self.eval_set()
         source = self.dataset.x_train if spec.generate_on == "train" else x
         run = self.session.attack_run(self.architecture, spec.name, resolved, source, recipe=recipe,
-                                      classifier=classifier, defence_key=defence_key)
+                                      classifier=classifier, defence_key=defence_key, attack_model=attack_model)
         deployed = self.session.deployment(run, x, resolved) if spec.deploy is not None else None
         params = {**resolved, **run.extra_params}
         seed_everything(self.seed)  # randomised defenses (Gaussian noise) predict reproducibly
@@ -310,8 +310,11 @@ class Robustness:
                              result.y_true, result.x_adv, classifier, result.run, result.deployed,
                              result.params.get("patch_target"), memo=self._score_memo(recipe, key))
         else:
+            compiled_form = spec.compiled(resolved) if key and spec.compiled is not None else None
+            attack_model = (lambda: self.session.defended_model(self.architecture, recipe, key, compiled_form)
+                            ) if compiled_form is not None else None
             defended = self._craft(attack, attack_params, recipe=recipe, classifier=classifier if key else None,
-                                   defence_key=key)
+                                   defence_key=key, attack_model=attack_model)
         rows = defended.x_adv[_grid_rows(defended)]
         if spec.preprocessor is None or not resolved["apply_predict"]:
             defended.defended_inputs = rows

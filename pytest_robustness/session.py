@@ -154,6 +154,7 @@ class RobustnessSession:
         self._dataset: Dataset | None = None
         self._models: dict[tuple[str, str], RegisteredModel] = {}
         self._classifiers: dict[tuple[str, str], Any] = {}
+        self._defended_models: dict[tuple[str, str, str], Any] = {}
         self._attack_runs: dict[tuple, AttackRun] = {}
         self._predictions: dict[str, np.ndarray] = {}
         self._deployments: dict[tuple, Any] = {}
@@ -335,18 +336,31 @@ class RobustnessSession:
                                                      preprocessing_defences=defences() if callable(defences) else defences)
         return self._classifiers[key]
 
+    def defended_model(self, architecture: str, recipe: str, defence_key: str, defence) -> Any:
+        """The registered model behind ``defence`` (a TensorFlow function) with BPDA gradients, built once
+        per defence: compiled kernels are cached on the model they attack."""
+        key = (architecture, recipe, defence_key)
+        if key not in self._defended_models:
+            self.tensorflow()
+            from .attacks.defense_kernels import bpda_model
+
+            self._defended_models[key] = bpda_model(self.model(architecture, recipe).model, defence)
+        return self._defended_models[key]
+
     # -- attacks ---------------------------------------------------------------------------
     def attack_run(self, architecture: str, attack: str, params: dict[str, Any], x: np.ndarray, *,
-                   recipe: str = "", classifier=None, defence_key: str = "") -> AttackRun:
+                   recipe: str = "", classifier=None, defence_key: str = "",
+                   attack_model: Callable[[], Any] | None = None) -> AttackRun:
         """Adversarial examples, from memory, the disk cache, or by running the attack once.
 
-        With defences on the classifier (the adaptive threat model) the ART
-        backend is used: its BPDA gradients through the defence are the reference.
+        With defences on the classifier (the adaptive threat model) the compiled kernels
+        attack ``attack_model()`` (the model behind the defence's TensorFlow form, with BPDA
+        gradients); a defence without one runs on the ART backend, whose BPDA is the reference.
         """
         registered = self.model(architecture, recipe)
         spec = get_attack(attack)
         resolved = spec.generation_params(spec.resolve(params))  # deployment parameters never key generation
-        backend = "art" if defence_key else self.settings.attack_backend
+        backend = "art" if defence_key and attack_model is None else self.settings.attack_backend
         key = (registered.uri, self.model_digest(architecture, recipe), attack, tuple(sorted(resolved.items())),
                content_digest(x), self.settings.seed, backend, defence_key)
         if key in self._attack_runs:
@@ -362,7 +376,8 @@ class RobustnessSession:
             from .attacks.base import seed_everything
 
             target = AttackTarget(unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe),
-                                  registered.model, self.settings.seed, self.dataset.n_classes)
+                                  attack_model() if attack_model is not None and backend != "art" else registered.model,
+                                  self.settings.seed, self.dataset.n_classes)
             seed_everything(self.settings.seed)
             started = time.perf_counter()
             output = spec.generator(backend)(target, x, resolved)
