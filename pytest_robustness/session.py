@@ -162,6 +162,7 @@ class RobustnessSession:
         self.cache = ArrayCache(settings.cache_dir / "arrays", settings.cache_mode)
         self.thresholds = thresholds or ThresholdTable(default_max_regression=settings.max_regression)
         self._tf = None
+        self.training_seconds = 0.0  # wall time this process spent training models (a phase of its own)
         self._device_scopes: list[contextlib.ExitStack] = []
 
     # -- TensorFlow, on first use -------------------------------------------------------------
@@ -253,7 +254,11 @@ class RobustnessSession:
         digest = training_digest(**identity)
 
         def train():
-            return self._train_and_register(name, architecture, recipe, recipe_fn, params)
+            started = time.perf_counter()
+            try:
+                return self._train_and_register(name, architecture, recipe, recipe_fn, params)
+            finally:
+                self.training_seconds += time.perf_counter() - started
 
         return find_or_train(
             self.tracker.client, name=name, digest=digest, lock_dir=self.settings.cache_dir / "locks", train=train,
