@@ -525,9 +525,11 @@ class Robustness(TransferCell):
         from .attacks.base import seed_everything
 
         seed_everything(self.seed)
-        judged = score(crafted.attack, crafted.params, self.registered_model(recipe).uri, crafted.x_clean,
-                       crafted.y_true, crafted.x_adv, self.session.predictor(self.architecture, recipe), crafted.run,
-                       crafted.deployed, crafted.params.get("patch_target"), memo=self._score_memo(recipe, ""))
+        with self.timed("score"):
+            judged = score(crafted.attack, crafted.params, self.registered_model(recipe).uri, crafted.x_clean,
+                           crafted.y_true, crafted.x_adv, self.session.predictor(self.architecture, recipe),
+                           crafted.run, crafted.deployed, crafted.params.get("patch_target"),
+                           memo=self._score_memo(recipe, ""))
         judged.architecture = self.architecture
         judged.source_architecture = crafted.source_architecture or crafted.architecture
         judged.source_model_uri, judged.examples_uri = crafted.source_model_uri or crafted.model_uri, crafted.examples_uri

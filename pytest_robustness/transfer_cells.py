@@ -68,7 +68,10 @@ class TransferCell:
         ``attack_run``: same memo and cache keys), so a transfer matrix costs predictions only.
         Logs ``transfer_rate``, ``source_model_uri`` and the matrix tags the session's heatmaps read."""
         spec = get_attack(name)
-        crafted = type(self)(self.session, self.item, source_architecture)._craft(spec, spec.resolve(params))
+        source = type(self)(self.session, self.item, source_architecture)
+        crafted = source._craft(spec, spec.resolve(params))
+        for phase, seconds in source.seconds.items():  # the source's crafting is this cell's time
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
         return self._log_transfer(self._judge(crafted), crafted, f"{name} {case_id(spec.schema, params)}".strip())
 
     def transfer_from_baseline(self, name: str, **params: Any) -> Any:
