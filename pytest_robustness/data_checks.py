@@ -70,11 +70,11 @@ def integer_labels(where: str, name: str, y: np.ndarray) -> np.ndarray:
         integral = np.isfinite(y) & (y == np.round(y))
         if not integral.all():
             bad = int(np.flatnonzero(~integral)[0])
-            raise RobustnessUsageError(f"{where}: {name} has a non-integer label {y[bad]!r} (image {bad}); "
+            raise RobustnessUsageError(f"{where}: {name} has a non-integer label {y[bad].item()!r} (image {bad}); "
                                        f"expected integer class indices")
     if len(y) and y.min() < 0:
         bad = int(np.flatnonzero(y < 0)[0])
-        raise RobustnessUsageError(f"{where}: {name} has a negative label {y[bad]!r} (image {bad}); "
+        raise RobustnessUsageError(f"{where}: {name} has a negative label {y[bad].item()!r} (image {bad}); "
                                    f"expected class indices 0, 1, ...")
     return y.astype(np.int64)
 

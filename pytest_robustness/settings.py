@@ -56,11 +56,11 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--samples", default=None, metavar="N",
                     help="attack at most N test images (0: all) [ini: robustness_samples; default 0]")
     # choices and numbers are checked in read_settings, not by argparse: one line, not a usage block
-    group.addoption("--attack-backend", default=None, metavar="BACKEND",
+    group.addoption("--attack-backend", default=None, metavar="{" + ",".join(BACKENDS) + "}",
                     help="'compiled' (batched tf.function kernels) or 'art' (ART's own classes, the reference) "
                          "[ini: robustness_attack_backend; default compiled]")
-    group.addoption("--robustness-cache", default=None, metavar="MODE",
-                    help="readwrite, read, write or off: reuse adversarial examples and patches across runs [ini: robustness_cache; default readwrite]")
+    group.addoption("--robustness-cache", default=None, metavar="{" + ",".join(CACHE_MODES) + "}",
+                    help="reuse adversarial examples and patches across runs [ini: robustness_cache; default readwrite]")
     group.addoption("--robustness-cache-dir", default=None, metavar="DIR",
                     help="where cached examples and locks live [ini: robustness_cache_dir; default <rootdir>/.robustness_cache]")
 
