@@ -159,7 +159,11 @@ BUILTIN_SHAPES: dict[str, tuple[int, int, int]] = {"mnist": (28, 28, 1)}
 
 def load_folder(root: Path, image_size: tuple[int, int, int] | None = None, option: str = "--dataset") -> Dataset:
     """Dioptra layout, ``training/<class>/*`` and ``testing/<class>/*``: see :mod:`image_folders`."""
-    listing = list_folder(root, option)
+    return _load_listing(list_folder(root, option), image_size, option)
+
+
+def _load_listing(listing: FolderListing, image_size: tuple[int, int, int] | None, option: str) -> Dataset:
+    root = listing.root
     key = ("folder", str(root.resolve()), listing.fingerprint, image_size)
     found = _remembered(key)
     if found is None:
@@ -284,7 +288,7 @@ def validate_dataset_spec(spec: str, image_size: tuple[int, int, int] | None = N
     listing = list_folder(Path(spec), option)
     if cached is not None and cached(_folder_key(listing, image_size)):
         return
-    load_folder(Path(spec), image_size, option)
+    _load_listing(listing, image_size, option)
 
 
 def _folder_key(listing: FolderListing, image_size: tuple[int, int, int] | None) -> tuple:
