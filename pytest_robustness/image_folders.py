@@ -85,8 +85,9 @@ def list_folder(root: Path, option: str = "--dataset") -> FolderListing:
     class_names = class_folders(root / "training")
     unknown = [name for name in class_folders(root / "testing") if name not in class_names]
     if unknown:
+        shown = ", ".join(class_names[:20]) + (", ..." if len(class_names) > 20 else "")
         raise RobustnessUsageError(f"{option} {root}: testing labels {unknown} do not exist under training/ "
-                                   f"(training classes: {', '.join(class_names)})")
+                                   f"(training classes: {shown})")
     suffixes = image_suffixes()
     files: dict[str, list[tuple[Path, int]]] = {}
     fingerprint = hashlib.sha256()
