@@ -122,7 +122,7 @@ def _open(path: Path, option: str):
 
     try:
         return Image.open(path)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise RobustnessUsageError(f"{option}: {path} is not a readable image ({exc})") from None
 
 
