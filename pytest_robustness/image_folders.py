@@ -140,8 +140,12 @@ def _decode(image, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
-class Progress:
-    """``read N/M images`` on stderr at most every PROGRESS_SECONDS, and a last line if any was shown."""
+class ReadProgress:
+    """``read N/M images`` at most every PROGRESS_SECONDS, and a last line if any was shown.
+
+    Folders are read at start-up, before pytest's terminal reporter exists (so not through
+    :mod:`progress`): the lines go to stderr, and to the ``pytest_robustness`` logger.
+    """
 
     def __init__(self, what: str, total: int, write: Callable[[str], None] | None = None):
         self.what, self.total = what, total
@@ -161,7 +165,7 @@ class Progress:
 
     def _say(self, text: str) -> None:
         log.info(text)
-        self.write(f"pytest-robustness: {text}")
+        self.write(f"[robustness] {text}")
 
 
 def read_folder(listing: FolderListing, image_size: tuple[int, int, int] | None = None,
@@ -176,7 +180,7 @@ def read_folder(listing: FolderListing, image_size: tuple[int, int, int] | None 
         mode, size = CHANNEL_MODES[channels], (width, height)
     else:
         mode, size = None, None
-    progress = Progress(str(listing.root), len(items))
+    progress = ReadProgress(str(listing.root), len(items))
     decoded: dict[str, list[np.ndarray]] = {split: [] for split in SPLITS}
     first: tuple[Path, tuple[int, int]] | None = None
     for done, (split, path, _) in enumerate(items, 1):

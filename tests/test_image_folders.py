@@ -125,8 +125,8 @@ def test_reading_shows_progress(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(image_folders, "PROGRESS_SECONDS", 0.0)
     load_dataset(str(root), seed=0)
     lines = capsys.readouterr().err.splitlines()
-    assert f"pytest-robustness: read 1/4 images of {root}" in lines
-    assert lines[-1].startswith(f"pytest-robustness: read 4 images of {root} in ")
+    assert f"[robustness] read 1/4 images of {root}" in lines
+    assert lines[-1].startswith(f"[robustness] read 4 images of {root} in ")
 
 
 # -- a real session ------------------------------------------------------------------------------
@@ -167,7 +167,7 @@ def test_jpeg_folder_of_two_sizes_runs_fgm_with_image_size(pytester, store, monk
     datasets._RECENT.clear()
     first = run_robustness(pytester, *args, "--image-size", "16,16,3", store=store)
     first.assert_outcomes(passed=1)
-    assert "pytest-robustness: read 54 images of fruits in " in first.stderr.str()
+    assert "[robustness] read 54 images of fruits in " in first.stderr.str()
     (run,) = [r for r in store.runs() if r.data.tags.get("robustness.kind") == "test"]
     assert json.loads(run.data.params["class_names"]) == list(FRUITS)
     assert run.data.params["image_shape"] == "16,16,3" and run.data.params["dataset"] == "fruits"
@@ -185,4 +185,4 @@ def test_jpeg_folder_of_two_sizes_runs_fgm_with_image_size(pytester, store, monk
     datasets._RECENT.clear()
     third = run_robustness(pytester, *args, "--image-size", "16,16,3", "--collect-only", store=store)
     assert third.ret == pytest.ExitCode.OK
-    assert "pytest-robustness: read 54 images of fruits in " in third.stderr.str()
+    assert "[robustness] read 54 images of fruits in " in third.stderr.str()
