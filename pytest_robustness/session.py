@@ -282,7 +282,7 @@ class RobustnessSession:
             model = get_architecture(architecture).build(data.input_shape, data.n_classes)
             compile_model(model, params)
             self.tracker.log_params(run_id, {**params.as_dict(), "model_architecture": architecture,
-                                             "recipe": recipe or "standard", "dataset": data.source,
+                                             "recipe": recipe or "standard", **data.params,
                                              "dataset_digest": data.digest, "seed": self.settings.seed})
             metrics = recipe_fn(self, model, architecture, params)
             x_test, y_test = data.x_test, keras.utils.to_categorical(data.y_test, data.n_classes)

@@ -172,6 +172,8 @@ def test_jpeg_folder_of_two_sizes_runs_fgm_with_image_size(pytester, store, monk
     assert json.loads(run.data.params["class_names"]) == list(FRUITS)
     assert run.data.params["image_shape"] == "16,16,3" and run.data.params["dataset"] == "fruits"
     assert "samples.png" in {a.path for a in store.client.list_artifacts(run.info.run_id)}
+    (training,) = store.training_runs()  # the registered model records what its outputs mean
+    assert json.loads(training.data.params["class_names"]) == list(FRUITS)
 
     # Again in a fresh process (nothing kept in memory): the decoded folder comes from the cache.
     datasets._RECENT.clear()
