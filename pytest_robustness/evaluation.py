@@ -238,7 +238,7 @@ class Robustness(TransferCell):
                 "robustness.nodeid": self.item.nodeid, "robustness.architecture": self.architecture,
                 "robustness.kind": "test"}, buffered=True)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
-                                             "dataset": self.session.dataset.source,
+                                             **self.session.dataset.params,
                                              "attack_backend": self.session.settings.attack_backend})
         return self.run_id
 
@@ -416,7 +416,7 @@ class Robustness(TransferCell):
             with cache.file(key, f"{prefix}patch.png",
                             lambda path: path.write_bytes(evidence.patch_png(patches))) as png:
                 tracker.log_artifact(run_id, png)
-        columns = sample_columns(result, undefended)
+        columns = sample_columns(result, undefended, self.dataset.class_names)
         key = cache.key("samples.png", EVIDENCE_VERSION,
                         [(title, images.key if isinstance(images, Deferred) else content_digest(images), list(captions))
                          for title, images, captions in columns])
@@ -544,25 +544,29 @@ def _grid_rows(result: AttackResult) -> np.ndarray:
     return np.flatnonzero(result.modified)[:GRID_ROWS]
 
 
-def sample_columns(result: AttackResult, undefended: AttackResult | None = None) -> list:
-    """Columns of the evidence grid: clean / adversarial (undefended model) / defended input (defended model)."""
+def sample_columns(result: AttackResult, undefended: AttackResult | None = None, class_names=()) -> list:
+    """Columns of the evidence grid: clean / adversarial (undefended model) / defended input (defended model),
+    captioned with class names (the label index where there are none)."""
+    def name(label) -> str:
+        return class_names[label] if 0 <= label < len(class_names) else str(label)
+
     base = undefended or result
     rows = _grid_rows(result)
     source = result.source_index[rows]
     columns = [
         ("clean", result.x_clean[source],
-         [f"true {t} pred {p}" for t, p in zip(result.y_true[source], base.clean_predictions[source])]),
+         [f"true {name(t)} pred {name(p)}" for t, p in zip(result.y_true[source], base.clean_predictions[source])]),
     ]
     if undefended is None:
-        columns.append(("adversarial", result.x_adv[rows], [f"pred {p}" for p in result.adversarial_predictions[rows]]))
+        columns.append(("adversarial", result.x_adv[rows], [f"pred {name(p)}" for p in result.adversarial_predictions[rows]]))
         return columns
     # The undefended model on ``result``'s examples' counterparts (same positions, same sources).
     base_rows = _grid_rows(base)[:len(rows)]
     columns.append(("adversarial\n(undefended)", base.x_adv[base_rows],
-                    [f"pred {p}" for p in base.adversarial_predictions[base_rows]]))
+                    [f"pred {name(p)}" for p in base.adversarial_predictions[base_rows]]))
     shown = result.defended_inputs if result.defended_inputs is not None else result.x_adv[rows]
     columns.append((f"{result.defense}\n({result.threat_model})", shown,
-                    [f"pred {p}" for p in result.adversarial_predictions[rows]]))
+                    [f"pred {name(p)}" for p in result.adversarial_predictions[rows]]))
     return columns
 
 
