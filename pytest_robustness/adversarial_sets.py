@@ -69,7 +69,7 @@ def read_run_examples(client, run_id: str, artifact: str, class_names, input_sha
             listed = ", ".join(a.path for a in client.list_artifacts(run_id)) or "none"
             raise RobustnessUsageError(f"infer: run {run_id} has no artifact {artifact!r} (artifacts: {listed})") from None
         if is_tarball(artifact):
-            found = read_dioptra_tarball(local, class_names, Path(tmp) / "extracted")
+            found = read_dioptra_tarball(local, class_names, Path(tmp) / "extracted", tuple(input_shape))
         elif artifact.lower().endswith(".npz"):
             found = read_examples_npz(local)
         else:
@@ -137,8 +137,9 @@ def extract_tarball(path: Path, destination: Path) -> Path:
     return destination
 
 
-def read_dioptra_tarball(path: Path, class_names, destination: Path) -> AdversarialSet:
-    """Dioptra's ``fgm`` output: ``<folder>/<label>/<image>``; labels are the data's class names."""
+def read_dioptra_tarball(path: Path, class_names, destination: Path, input_shape) -> AdversarialSet:
+    """Dioptra's ``fgm`` output: ``<folder>/<label>/<image>``; labels are the data's class names. Like
+    Dioptra's ``infer`` (its ``image_size``), images are brought to the models' input shape."""
     root = extract_tarball(path, destination)
     folders = [d for d in root.iterdir() if d.is_dir()]
     if len(folders) == 1 and all(not f.is_file() for f in folders[0].iterdir()):
@@ -150,25 +151,25 @@ def read_dioptra_tarball(path: Path, class_names, destination: Path) -> Adversar
             raise RobustnessUsageError(f"infer: {path.name}: folder {label_dir.name!r} is not a class of this "
                                        f"session's data ({', '.join(names)})")
         for image in sorted(p for p in label_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-            images.append(_read_image(image, path.name))
+            images.append(_read_image(image, path.name, input_shape))
             labels.append(names.index(label_dir.name))
     if not images:
         raise RobustnessUsageError(f"infer: {path.name} holds no <label>/<image> files")
-    shapes = {a.shape for a in images}
-    if len(shapes) > 1:
-        raise RobustnessUsageError(f"infer: {path.name} mixes image shapes {sorted(shapes)}")
     return AdversarialSet(np.stack(images), np.array(labels, dtype=np.int64))
 
 
-def _read_image(path: Path, tarball: str) -> np.ndarray:
-    """An image as float32 HWC in [0, 1] (grey images get their channel axis)."""
+def _read_image(path: Path, tarball: str, input_shape) -> np.ndarray:
+    """An image as float32 HWC in [0, 1], in the models' channels and size (bilinear resize)."""
     from PIL import Image, UnidentifiedImageError
 
+    height, width, channels = input_shape
     try:
         with Image.open(path) as img:
-            mode = "L" if img.mode in ("1", "L", "LA", "I", "I;16") else "RGB"
-            pixels = np.asarray(img.convert(mode), dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
+            converted = img.convert("L" if channels == 1 else "RGB")
+            if converted.size != (width, height):
+                converted = converted.resize((width, height), Image.BILINEAR)
+            pixels = np.asarray(converted, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise RobustnessUsageError(f"infer: {tarball}: {path.name} is not a readable image ({exc})") from None
     return pixels[..., None] if pixels.ndim == 2 else pixels
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from helpers import MODEL_NAME, TINY_TRAIN, run_robustness, session_run_id
-from pytest_robustness.adversarial_sets import extract_tarball, read_run_examples, write_dioptra_tarball
+from pytest_robustness.adversarial_sets import (extract_tarball, read_dioptra_tarball, read_run_examples,
+                                                write_dioptra_tarball)
 from pytest_robustness.classifiers import make_classifier
 from pytest_robustness.errors import RobustnessUsageError
 from pytest_robustness.sweeps import sweep_series
@@ -259,6 +260,14 @@ def test_a_clean_tarball_extracts_inside_the_folder_only(tmp_path):
     extract_tarball(tarball, destination)
     files = sorted(str(p.relative_to(destination)) for p in destination.rglob("*.png"))
     assert files == ["adv_testing/0/adv_00000.png", "adv_testing/3/adv_00001.png", "adv_testing/3/adv_00002.png"]
+    # Read back as the session's models take them: same pixels at the same size; else resized, like Dioptra's infer.
+    found = read_dioptra_tarball(tarball, [str(i) for i in range(10)], tmp_path / "again", (28, 28, 1))
+    assert np.array_equal(found.y_true, [0, 3, 3]) and found.x_clean is None
+    assert np.abs(found.x_adv - images).max() <= 0.5 / 255 + 1e-6
+    colour = write_dioptra_tarball(tmp_path / "rgb", tmp_path / "rgb.tar.gz", np.ones((2, 32, 32, 3), np.float32),
+                                   np.array([1, 2]), [str(i) for i in range(10)])
+    assert read_dioptra_tarball(colour, [str(i) for i in range(10)], tmp_path / "rgb-out", (28, 28, 1)).x_adv.shape \
+        == (2, 28, 28, 1)
 
 
 # -- thresholds and the metric ---------------------------------------------------------------------
