@@ -182,7 +182,7 @@ def pgd_training(session, model, architecture: str, params, *, pgd: Mapping[str,
     model.set_weights(session.model(architecture).model.get_weights())
     seed_everything(session.settings.seed)
     optimizer = make_optimizer(params.optimizer, params.learning_rate)
-    loss_object = keras.losses.CategoricalCrossentropy()
+    loss_object = keras.losses.CategoricalCrossentropy(from_logits=True)  # the classifier's model outputs logits
 
     @tf.function
     def train_step(net, images, labels):  # ART's default re-traces a tf.function on every batch

@@ -216,9 +216,12 @@ class Robustness:
             self.run_id = tracker.start_child_run(self.item.name, {
                 "robustness.nodeid": self.item.nodeid, "robustness.architecture": self.architecture,
                 "robustness.kind": "test"}, buffered=True)
+            _, model_output, input_range = self.session.adaptation(self.architecture)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
                                              "dataset": self.session.dataset.source,
-                                             "attack_backend": self.session.settings.attack_backend})
+                                             "attack_backend": self.session.settings.attack_backend,
+                                             "model_output": model_output,
+                                             "input_range": ",".join(f"{v:g}" for v in input_range)})
         return self.run_id
 
     def record(self, name: str, value: Any) -> None:

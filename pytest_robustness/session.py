@@ -24,9 +24,11 @@ from . import tracking
 from .architectures import get_architecture
 from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
-from .classifiers import make_classifier
+from .classifiers import make_classifier, softmax
 from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, freeze, load_dataset
+from .model_files import register_model_file
 from .model_registry import (
+    PIP_REQUIREMENTS,
     RegisteredModel,
     find_or_train,
     load_registered,
@@ -40,7 +42,6 @@ from .training import TrainingParams, compile_model, fit
 
 log = logging.getLogger("pytest_robustness")
 
-PIP_REQUIREMENTS = ["tensorflow-cpu>=2.21,<2.22", "keras>=3.10,<4"]
 
 # A training recipe turns a freshly built, compiled model into a trained one.
 # "" is plain training; other recipes (e.g. "pgd" adversarial training) register
@@ -84,7 +85,8 @@ def unwrap(classifier):
 
 
 def predict_in_batches(classifier, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """``classifier.predict(x, batch_size)``, handed to ART one of its own batches at a time.
+    """Probabilities: the softmax of ``classifier.predict(x, batch_size)`` (our classifiers output logits),
+    handed to ART one of its own batches at a time.
 
     The model sees the very same batches (the same numbers), and ART's preprocessing
     (defences, dtype conversion), which copies its whole input, copies one batch. A
@@ -92,8 +94,8 @@ def predict_in_batches(classifier, x: np.ndarray, batch_size: int = 256) -> np.n
     same order: the same draws.
     """
     if len(x) <= batch_size:
-        return classifier.predict(x, batch_size=batch_size)
-    return np.concatenate([classifier.predict(x[i:i + batch_size], batch_size=batch_size)
+        return softmax(classifier.predict(x, batch_size=batch_size))
+    return np.concatenate([softmax(classifier.predict(x[i:i + batch_size], batch_size=batch_size))
                            for i in range(0, len(x), batch_size)])
 
 
@@ -228,12 +230,15 @@ class RobustnessSession:
 
     def _load_or_train(self, architecture: str, recipe: str) -> RegisteredModel:
         client = self.tracker.client
+        trust = self.settings.model.trust_code
         if recipe == BASELINE:
-            name, version = resolve_model_version(client, self.settings.baseline_uri, "--baseline-uri")
-            return load_registered(client, name, version, self.tensorflow)
-        if self.settings.model_uri and not recipe:
-            name, version = resolve_model_version(client, self.settings.model_uri)
-            return load_registered(client, name, version, self.tensorflow)
+            name, version = resolve_model_version(client, self.settings.baseline_uri_for(architecture), "--baseline-uri")
+            return load_registered(client, name, version, self.tensorflow, trust_code=trust)
+        if self.settings.model_uri_for(architecture) and not recipe:
+            name, version = resolve_model_version(client, self.settings.model_uri_for(architecture))
+            return load_registered(client, name, version, self.tensorflow, trust_code=trust)
+        if self.settings.model.model_file is not None and not recipe:
+            return register_model_file(self, architecture)
         recipe_fn, recipe_params = TRAINING_RECIPES[recipe]
         params = self.settings.training_for(architecture)
         data = self.dataset
@@ -297,8 +302,17 @@ class RobustnessSession:
         return self._memo[key]
 
     def scoring_key(self, architecture: str, recipe: str = "", defence_key: str = "") -> tuple:
-        """What a classifier's predictions depend on besides the input: weights, defences, seed."""
-        return (self.model_digest(architecture, recipe), defence_key, self.settings.seed)
+        """What a classifier's predictions depend on besides the input: weights, how the model is read,
+        defences, seed."""
+        return (self.model_digest(architecture, recipe), self.adaptation(architecture, recipe), defence_key,
+                self.settings.seed)
+
+    def adaptation(self, architecture: str, recipe: str = "") -> tuple:
+        """How the model is read (output kind, input range): the user's options for a given model, else
+        ours (a final softmax, [0, 1]). It keys results: the same weights read otherwise differ."""
+        options = self.settings.model
+        given = recipe == BASELINE or (not recipe and architecture in options.user_architectures)
+        return ("logits-1", options.output, options.input_range) if given else ("logits-1", "auto", (0.0, 1.0))
 
     def model_digest(self, architecture: str, recipe: str = "") -> str:
         """The registered version's weights digest (its tag: no model load needed)."""
@@ -322,8 +336,10 @@ class RobustnessSession:
             self.tensorflow()
             model = self.model(architecture, recipe).model
             data = self.dataset
+            _, output, input_range = self.adaptation(architecture, recipe)
             self._classifiers[key] = make_classifier(model, data.n_classes, data.input_shape,
-                                                     preprocessing_defences=defences() if callable(defences) else defences)
+                                                     preprocessing_defences=defences() if callable(defences) else defences,
+                                                     model_output=output, input_range=input_range)
         return self._classifiers[key]
 
     # -- attacks ---------------------------------------------------------------------------
@@ -339,7 +355,7 @@ class RobustnessSession:
         resolved = spec.generation_params(spec.resolve(params))  # deployment parameters never key generation
         backend = "art" if defence_key else self.settings.attack_backend
         key = (registered.uri, self.model_digest(architecture, recipe), attack, tuple(sorted(resolved.items())),
-               content_digest(x), self.settings.seed, backend, defence_key)
+               content_digest(x), self.settings.seed, backend, defence_key, self.adaptation(architecture, recipe))
         if key in self._attack_runs:
             found = self._attack_runs[key]
             return AttackRun(found.x_adv, found.artifacts, found.extra_params, found.seconds, "memory", key)
@@ -352,8 +368,9 @@ class RobustnessSession:
         else:
             from .attacks.base import seed_everything
 
-            target = AttackTarget(unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe),
-                                  registered.model, self.settings.seed, self.dataset.n_classes)
+            art_classifier = unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe)
+            # The compiled kernels attack the classifier's own model: the logits wrapper
+            target = AttackTarget(art_classifier, art_classifier.model, self.settings.seed, self.dataset.n_classes)
             seed_everything(self.settings.seed)
             started = time.perf_counter()
             output = spec.generator(backend)(target, x, resolved)
