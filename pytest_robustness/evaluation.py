@@ -216,7 +216,8 @@ class Robustness:
             self.run_id = tracker.start_child_run(self.item.name, {
                 "robustness.nodeid": self.item.nodeid, "robustness.architecture": self.architecture,
                 "robustness.kind": "test"}, buffered=True)
-            _, model_output, input_range = self.session.adaptation(self.architecture)
+            _, _, input_range = self.session.adaptation(self.architecture)
+            model_output = self.session.model_output(self.architecture)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
                                              "dataset": self.session.dataset.source,
                                              "attack_backend": self.session.settings.attack_backend,

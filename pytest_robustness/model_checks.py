@@ -87,8 +87,8 @@ def check_models(settings) -> None:
         for option, uri in uris:
             name, version = resolve_model_version(client, uri, option)
             origin = f"{option} {uri}"
-            keras_file_of(uri, read_flavors(settings.mlflow_uri, name, version))  # the flavor, in one line
-            signature = _registered_signature(client, settings, name, version)
+            keras_file_of(uri, read_flavors(settings.mlflow_uri, name, version), option)  # the flavor, in one line
+            signature = _registered_signature(client, settings, name, version, option)
             check_signature(origin, signature, shape, n_classes, options.output, options.trust_code)
     if options.model_file is not None:
         _prepare_tensorflow(settings)
@@ -98,14 +98,14 @@ def check_models(settings) -> None:
                         options.trust_code)
 
 
-def _registered_signature(client, settings, name: str, version: str) -> dict:
+def _registered_signature(client, settings, name: str, version: str, option: str) -> dict:
     """The version's recorded signature, or the model loaded now (safe mode) and its signature recorded."""
     tags = dict(client.get_model_version(name, version).tags)
     found = decode_signature(tags.get(SIGNATURE_TAG))
     if found is not None:
         return found
     _prepare_tensorflow(settings)
-    model, needs_code = load_registered_keras(settings.mlflow_uri, name, version, settings.model.trust_code)
+    model, needs_code = load_registered_keras(settings.mlflow_uri, name, version, settings.model.trust_code, option)
     signature = model_signature(model, needs_code)
     record_tag(client, name, version, SIGNATURE_TAG, encode_signature(signature))
     if not tags.get(WEIGHTS_TAG):

@@ -49,27 +49,34 @@ def read_flavors(tracking_uri: str, name: str, version: str) -> dict[str, dict]:
     import yaml
 
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}/MLmodel", dst_path=tmp,
-                                                   tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{artifact_root(tracking_uri, name, version)}/MLmodel",
+                                                   dst_path=tmp, tracking_uri=tracking_uri)
         return dict(yaml.safe_load(Path(path).read_text()).get("flavors") or {})
 
 
-def keras_file_of(uri: str, flavors: dict[str, dict]) -> str:
+def artifact_root(tracking_uri: str, name: str, version: str) -> str:
+    """Where the version's files are (``models:/`` URIs resolve through the global registry URI, not ours)."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri, registry_uri=tracking_uri).get_model_version_download_uri(name, str(version))
+
+
+def keras_file_of(uri: str, flavors: dict[str, dict], option: str = "--model-uri") -> str:
     """Where the Keras model lies inside the version's artifacts, or one line saying why it cannot be tested."""
     names = ", ".join(sorted(flavors)) or "none"
-    unsupported = RobustnessUsageError(f"--model-uri {uri}: flavors {names}; supported: a Keras model logged with "
+    unsupported = RobustnessUsageError(f"{option} {uri}: flavors {names}; supported: a Keras model logged with "
                                        f"mlflow.keras or mlflow.tensorflow ({', '.join(SUPPORTED_FLAVORS)})")
     if "keras" in flavors:
         conf = flavors["keras"]
         if conf.get("save_exported_model"):
-            raise RobustnessUsageError(f"--model-uri {uri}: flavor keras with save_exported_model=True (an "
+            raise RobustnessUsageError(f"{option} {uri}: flavor keras with save_exported_model=True (an "
                                        "inference-only export, no Keras model to differentiate); log it with "
                                        "save_exported_model=False")
         return f"{conf.get('data', 'data')}/model.keras"
     if "tensorflow" in flavors:
         conf = flavors["tensorflow"]
         if conf.get("model_type", "keras") != "keras":
-            raise RobustnessUsageError(f"--model-uri {uri}: flavor tensorflow with model_type "
+            raise RobustnessUsageError(f"{option} {uri}: flavor tensorflow with model_type "
                                        f"{conf.get('model_type')} (a tf.Module, not a Keras model); supported: "
                                        "Keras models logged with mlflow.keras or mlflow.tensorflow")
         suffix = ".h5" if conf.get("save_format", "h5") == "h5" else ".keras"
@@ -108,16 +115,17 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
 
 
-def load_registered_keras(tracking_uri: str, name: str, version: str, trust_code: bool) -> tuple[Any, bool]:
+def load_registered_keras(tracking_uri: str, name: str, version: str, trust_code: bool,
+                          option: str = "--model-uri") -> tuple[Any, bool]:
     """A registered version's Keras model (any supported flavor) and whether it needed code."""
     import mlflow
 
     uri = f"models:/{name}/{version}"
-    relative = keras_file_of(uri, read_flavors(tracking_uri, name, version))
+    relative = keras_file_of(uri, read_flavors(tracking_uri, name, version), option)
     with tempfile.TemporaryDirectory() as tmp:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/{relative}", dst_path=tmp,
-                                                   tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        return load_keras_file(path, uri, trust_code)
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{artifact_root(tracking_uri, name, version)}/{relative}",
+                                                   dst_path=tmp, tracking_uri=tracking_uri)
+        return load_keras_file(path, f"{option} {uri}", trust_code)
 
 
 # -- what start-up checks need ------------------------------------------------------------------

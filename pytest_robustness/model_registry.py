@@ -24,6 +24,7 @@ from typing import Any, Callable
 from filelock import FileLock
 
 from .errors import RobustnessUsageError
+from .model_loading import SIGNATURE_TAG, decode_signature, encode_signature, load_registered_keras, model_signature
 
 DIGEST_TAG = "robustness.training_digest"
 WEIGHTS_TAG = "robustness.weights_digest"
@@ -53,6 +54,7 @@ class RegisteredModel:
         self._weights_digest = weights_digest
         self.trained_now = trained_now
         self.training_run_id = training_run_id
+        self.signature: dict[str, Any] | None = None  # input shape, outputs, softmax (model_loading), once known
 
     @property
     def uri(self) -> str:
@@ -74,6 +76,14 @@ class RegisteredModel:
                                    "delete it (it is set again on the next load)")
             self._model, self._weights_digest = model, digest
         return self._model
+
+    @property
+    def output_kind(self) -> str:
+        """``probabilities`` when the model ends in a softmax, else ``logits``: from its signature tag, else
+        from the (loaded) model."""
+        if self.signature is None:
+            self.signature = model_signature(self.model, needs_code=False)
+        return "probabilities" if self.signature.get("softmax") else "logits"
 
     @property
     def weights_digest(self) -> str:
@@ -155,8 +165,6 @@ def load_registered(client, name: str, version: str, prepare: Callable[[], Any] 
     Any Keras flavor loads, in Keras' safe mode unless ``trust_code``; the first load
     also records what start-up checks need (``SIGNATURE_TAG``). ``prepare`` runs
     before any load (the session's TensorFlow set-up)."""
-    from .model_loading import SIGNATURE_TAG, encode_signature, load_registered_keras, model_signature
-
     if tags is None:
         tags = dict(client.get_model_version(name, str(version)).tags)
 
@@ -168,6 +176,7 @@ def load_registered(client, name: str, version: str, prepare: Callable[[], Any] 
         return model
 
     found = RegisteredModel(name, str(version), loader=load, weights_digest=tags.get(WEIGHTS_TAG, ""))
+    found.signature = decode_signature(tags.get(SIGNATURE_TAG))
     if not tags.get(WEIGHTS_TAG):
         record_weights_digest(client, name, str(version), found.weights_digest)  # loads the model
     return found

@@ -89,7 +89,7 @@ def _infer(option: str, uri: str, architectures: tuple[str, ...], named: bool) -
     inferred = [a for a in ARCHITECTURES if name.endswith(f"_{a}") or name == a]
     if not inferred:
         raise RobustnessUsageError(f"{option} {uri}: cannot tell its architecture from the name; "
-                                   f"add --architecture NAME or write ARCH={uri}")
+                                   "add --architecture NAME")
     return inferred[0]
 
 

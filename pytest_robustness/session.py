@@ -307,6 +307,14 @@ class RobustnessSession:
         return (self.model_digest(architecture, recipe), self.adaptation(architecture, recipe), defence_key,
                 self.settings.seed)
 
+    def model_output(self, architecture: str, recipe: str = "") -> str:
+        """What the model outputs, as logged: declared by --model-output, else detected (ours: probabilities)."""
+        _, declared, _ = self.adaptation(architecture, recipe)
+        if declared != "auto":
+            return declared
+        given = recipe == BASELINE or (not recipe and architecture in self.settings.model.user_architectures)
+        return self.model(architecture, recipe).output_kind if given else "probabilities"
+
     def adaptation(self, architecture: str, recipe: str = "") -> tuple:
         """How the model is read (output kind, input range): the user's options for a given model, else
         ours (a final softmax, [0, 1]). It keys results: the same weights read otherwise differ."""
