@@ -38,8 +38,7 @@ def data_signature(spec: str, seed: int, image_size=None) -> tuple[tuple[int, ..
         return shape, _class_count(spec, seed)
     path = Path(spec)
     if spec not in BUILTIN_DATASETS and path.suffix == ".npz":
-        with np.load(path) as npz:
-            shape = tuple(npz["x_train"].shape[1:]) if "x_train" in npz.files else ()
+        shape = _npy_shape(path, "x_train")[1:]
         return (shape if len(shape) == 3 else (*shape, 1)), _class_count(spec, seed)
     if spec not in BUILTIN_DATASETS and path.is_dir():
         from PIL import Image
@@ -53,6 +52,16 @@ def data_signature(spec: str, seed: int, image_size=None) -> tuple[tuple[int, ..
             return (img.size[1], img.size[0], channels), _class_count(spec, seed)
     data = load_dataset(spec, seed)
     return data.input_shape, data.n_classes
+
+
+def _npy_shape(path: Path, name: str) -> tuple[int, ...]:
+    """An .npz member's shape from its .npy header: no image data is read."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive, archive.open(f"{name}.npy") as member:
+        major, _ = np.lib.format.read_magic(member)
+        header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        return tuple(header(member)[0])
 
 
 def _class_count(spec: str, seed: int) -> int:
@@ -79,17 +88,19 @@ def check_models(settings) -> None:
             raise RobustnessUsageError(f"{option} {uri}: not found in the MLflow registry at {settings.mlflow_uri} "
                                        "(no such database file)")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    shape, n_classes = data_signature(settings.dataset, settings.seed, getattr(settings, "image_size", None))
-    if uris:
+    versions = []
+    if uris:  # the cheap checks first: registered, and of a flavor we load
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(settings.mlflow_uri)
         for option, uri in uris:
             name, version = resolve_model_version(client, uri, option)
-            origin = f"{option} {uri}"
-            keras_file_of(uri, read_flavors(settings.mlflow_uri, name, version), option)  # the flavor, in one line
-            signature = _registered_signature(client, settings, name, version, option)
-            check_signature(origin, signature, shape, n_classes, options.output, options.trust_code)
+            keras_file_of(uri, read_flavors(settings.mlflow_uri, name, version), option)
+            versions.append((option, uri, name, version))
+    shape, n_classes = data_signature(settings.dataset, settings.seed, getattr(settings, "image_size", None))
+    for option, uri, name, version in versions:
+        signature = _registered_signature(client, settings, name, version, option)
+        check_signature(f"{option} {uri}", signature, shape, n_classes, options.output, options.trust_code)
     if options.model_file is not None:
         _prepare_tensorflow(settings)
         origin = f"--model-file {options.model_file}"

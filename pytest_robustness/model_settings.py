@@ -21,6 +21,7 @@ from .errors import RobustnessUsageError
 from .model_loading import MODEL_OUTPUTS, check_model_file, parse_input_range
 from .model_registry import parse_model_uri
 
+PRETRAINED_BASES = ("resnet50", "vgg16")  # architectures whose base --base-weights initialises
 ARCH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off", "")
@@ -38,11 +39,15 @@ def add_model_options(group, parser: pytest.Parser) -> None:
                          "weights) and test; --architecture names it")
     group.addoption("--model-tag", default=None, metavar="TAG",
                     help="register --model-file as {experiment}_{TAG}_{architecture}")
+    group.addoption("--base-weights", default=None, metavar="PATH",
+                    help="local ImageNet weights file (no top) for the keras.applications base of resnet50/vgg16 "
+                         "when training them: loaded and frozen, as Dioptra does [ini: robustness_base_weights]")
     group.addoption("--trust-model-code", action="store_true", default=None,
                     help="load models whose Lambda layers or custom objects run Python code (Keras safe_mode off) "
                          "[ini: robustness_trust_model_code; default false]")
     parser.addini("robustness_model_output", "default --model-output", default="auto")
     parser.addini("robustness_input_range", "default --input-range", default="0,1")
+    parser.addini("robustness_base_weights", "default --base-weights", default="")
     parser.addini("robustness_trust_model_code", "default --trust-model-code (true/false)", default="false")
 
 
@@ -57,6 +62,11 @@ class ModelSettings:
     model_file: Path | None = None
     model_tag: str | None = None
     trust_code: bool = False
+    base_weights: Path | None = None
+
+    def base_weights_for(self, architecture: str) -> Path | None:
+        """The pretrained base's weights file, for the architectures built on a keras.applications base."""
+        return self.base_weights if architecture in PRETRAINED_BASES else None
 
     @property
     def given(self) -> bool:
@@ -150,10 +160,18 @@ def read_model_settings(config: pytest.Config, raw_models, raw_baselines, archit
     output_source, output = _option_or_ini(config, "--model-output", "robustness_model_output")
     if output not in MODEL_OUTPUTS:
         raise RobustnessUsageError(f"{output_source} {output!r}: expected one of {', '.join(MODEL_OUTPUTS)}")
+    weights_source, raw_weights = _option_or_ini(config, "--base-weights", "robustness_base_weights")
+    base_weights = None
+    if raw_weights:
+        base_weights = Path(raw_weights).expanduser()
+        if not base_weights.is_file() or base_weights.suffix != ".h5":
+            raise RobustnessUsageError(f"{weights_source} {raw_weights}: expected an existing Keras weights file "
+                                       "(.h5, e.g. saved with base.save_weights('base.weights.h5'))")
+        base_weights = base_weights.resolve()
     user = {arch for arch, _ in candidates} | ({architectures[0]} if model_file else set())
     return ModelSettings(
         model_uris=tuple(candidates), baseline_uris=tuple(baselines), architectures=selected,
         user_architectures=frozenset(user), output=output,
         input_range=parse_input_range(*_option_or_ini(config, "--input-range", "robustness_input_range")),
         model_file=model_file, model_tag=tag,
-        trust_code=_flag(config, "--trust-model-code", "robustness_trust_model_code"))
+        trust_code=_flag(config, "--trust-model-code", "robustness_trust_model_code"), base_weights=base_weights)

@@ -27,6 +27,7 @@ from .cache import ArrayCache
 from .classifiers import make_classifier, softmax
 from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, freeze, load_dataset
 from .model_files import register_model_file
+from .model_loading import file_digest
 from .model_registry import (
     PIP_REQUIREMENTS,
     RegisteredModel,
@@ -245,6 +246,9 @@ class RobustnessSession:
         name = registered_model_name(self.settings.experiment, architecture, recipe or None)
         identity = dict(architecture=architecture, recipe=recipe, recipe_params=recipe_params,
                         training=params.as_dict(), dataset=data.digest, seed=self.settings.seed)
+        base_weights = self.settings.model.base_weights_for(architecture)
+        if base_weights is not None:  # a pretrained base (frozen): its file's content is part of the identity
+            identity["base_weights"] = file_digest(base_weights)
         digest = training_digest(**identity)
 
         def train():
@@ -268,7 +272,9 @@ class RobustnessSession:
         log.info("training %s (%s recipe): %s on %d images", name, recipe or "standard", params, len(data.x_train))
         try:
             keras.utils.set_random_seed(self.settings.seed)
-            model = get_architecture(architecture).build(data.input_shape, data.n_classes)
+            base_weights = self.settings.model.base_weights_for(architecture)
+            model = get_architecture(architecture).build(data.input_shape, data.n_classes,
+                                                         str(base_weights) if base_weights else None)
             compile_model(model, params)
             self.tracker.log_params(run_id, {**params.as_dict(), "model_architecture": architecture,
                                              "recipe": recipe or "standard", "dataset": data.source,

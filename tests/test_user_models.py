@@ -231,3 +231,33 @@ def test_a_model_file_is_registered_once_and_tested(pytester, user, tmp_path):
     assert [v.version for v in store.versions("digits_pre_cnn")] == [version.version]  # same weights: reused
     models = {r.data.params.get("model_uri") for r in store.runs("digits") if r.data.tags.get("robustness.kind") == "test"}
     assert f"models:/digits_pre_cnn/{version.version}" in models
+
+
+def test_a_pretrained_base_loads_from_a_local_weights_file_and_is_frozen(tmp_path):
+    """Dioptra's resnet50/vgg16 start from ImageNet weights: a local file (--base-weights) gives them, frozen."""
+    from pytest_robustness.architectures import ARCHITECTURES
+
+    keras.utils.set_random_seed(1)
+    pretrained = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
+    path = tmp_path / "vgg16_notop.weights.h5"
+    pretrained.save_weights(path)
+    model = ARCHITECTURES["vgg16"].build((28, 28, 1), 10, str(path))
+    (base,) = [layer for layer in model.layers if layer.name.startswith("vgg16")]
+    assert not base.trainable
+    for ours, theirs in zip(base.get_weights(), pretrained.get_weights()):
+        np.testing.assert_array_equal(ours, theirs)
+    assert len(model.trainable_weights) == 4  # the head only: Dense(1024) and the classifier
+
+
+def test_promote_gives_the_alias_to_each_candidate_that_passed(pytester, user):
+    store, npz, _ = user
+    pytester.path.joinpath("strict.toml").write_text(
+        '[[thresholds]]\nattack = "fgm"\narchitecture = "strict"\nadversarial_accuracy = 0.999\n')
+    result = run_user(pytester, store, npz, "--thresholds", "strict.toml", "--promote", "release",
+                      "--model-uri", "lenient=models:/user_logits/1", "--model-uri", "strict=models:/user_h5/1")
+    result.assert_outcomes(passed=2, failed=2)
+    result.stdout.fnmatch_lines(["promoted models:/user_logits/1 -> @release; not promoted (failed cells): "
+                                 "models:/user_h5/1"])
+    assert str(store.client.get_model_version_by_alias("user_logits", "release").version) == "1"
+    assert "release" not in store.client.get_registered_model("user_h5").aliases
+    assert store.client.get_model_version("user_h5", "1").tags["robustness.verdict"] == "failed"
