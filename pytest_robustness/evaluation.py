@@ -406,7 +406,7 @@ class Robustness:
         settings = self.session.settings
         cell = Cell(result.attack, result.params, self.architecture, result.defense, result.threat_model)
         bounds = self.session.thresholds.bounds_for(cell, result.metrics, floors)
-        baseline = self.baseline_metrics(result) if settings.baseline_uri else None
+        baseline = self.baseline_metrics(result) if settings.baseline_uri_for(self.architecture) else None
         if baseline is not None:
             tolerance, origin = self.session.thresholds.max_regression_for(cell)
             uri = self.registered_model(BASELINE).uri

@@ -69,7 +69,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if SETTINGS_KEY not in config.stash:
         return
     settings = config.stash[SETTINGS_KEY]
-    config.stash[TABLE_KEY] = load_table(settings.thresholds_file, config.rootpath, settings.max_regression)
+    config.stash[TABLE_KEY] = load_table(settings.thresholds_file, config.rootpath, settings.max_regression,
+                                         tuple(sorted(settings.model.user_architectures)))
     config.stash[GATE_KEY] = Gate()
     config.pluginmanager.register(config.stash[GATE_KEY], "robustness-gate")
 

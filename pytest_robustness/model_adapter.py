@@ -1,12 +1,12 @@
 """A user's Keras classifier as attacks need it: logits out, pixels in [0, 1] in.
 
 Attacks differentiate the cross-entropy on logits (``from_logits=True``): on a
-model that ends in a softmax, the loss on its probabilities saturates (Keras
-clips them to [1e-7, 1 - 1e-7], so a confident image has a zero gradient), and
-on a model that ends in logits, the loss on probabilities is simply wrong. So a
-final softmax is peeled off (a model up to the softmax's input, sharing the
-user's weights), and a model said to output probabilities whose softmax cannot
-be peeled gets ``log(p)`` as logits (the same loss as on its probabilities).
+model that ends in logits, the loss on probabilities is simply wrong, and on one
+that ends in a softmax the loss on its probabilities is exact only where Keras
+can recover the logits from the softmax tensor. So a final softmax is peeled off
+(a model up to the softmax's input, sharing the user's weights), and a model said
+to output probabilities whose softmax cannot be peeled gets ``log(p)`` as logits
+(the same loss as on its probabilities).
 
 Data stays in [0, 1], so attack budgets (eps, eps_step) keep meaning a fraction
 of the pixel range; a model that takes pixels in [LOW, HIGH] (e.g. [0, 255] with
@@ -72,6 +72,8 @@ def final_softmax(model) -> Any:
     last = layers[-1]
     if isinstance(last, keras.layers.Softmax) or _is_softmax(getattr(last, "activation", None)):
         return last
+    if isinstance(last, keras.Model):  # e.g. Sequential([Rescaling(1 / 255), the_trained_model])
+        return final_softmax(last)
     return None
 
 
@@ -83,9 +85,10 @@ def output_kind(model, declared: str = "auto") -> str:
 
 
 def _peeled(model):
-    """The logits tensor before ``model``'s final softmax, or None when it cannot be reached."""
+    """The logits tensor before ``model``'s final softmax, or None when it cannot be reached (a softmax inside a
+    nested model, a layer type we do not know how to cut)."""
     last = final_softmax(model)
-    if last is None:
+    if last is None or last is not model.layers[-1]:
         return None
     try:
         before = last.input
@@ -118,7 +121,10 @@ def adapt(model, declared_output: str = "auto", input_range: tuple[float, float]
     if kind == "probabilities":
         tensor = _peeled(model)
         if tensor is not None:
-            core, peeled = keras.Model(model.inputs, tensor, name=f"{model.name}_logits"), True
+            try:
+                core, peeled = keras.Model(model.inputs, tensor, name=f"{model.name}_logits"), True
+            except (ValueError, TypeError, AttributeError):  # a graph Keras cannot cut there
+                core, peeled = model, False
     low, high = map(float, input_range)
     if kind == "logits" and (low, high) == UNIT_RANGE:
         return Adapted(model, kind, False, (low, high))

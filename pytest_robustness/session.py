@@ -26,6 +26,7 @@ from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
 from .classifiers import make_classifier, softmax
 from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, freeze, load_dataset
+from .errors import RobustnessUsageError
 from .model_files import register_model_file
 from .model_loading import file_digest
 from .model_registry import (
@@ -240,6 +241,9 @@ class RobustnessSession:
             return load_registered(client, name, version, self.tensorflow, trust_code=trust)
         if self.settings.model.model_file is not None and not recipe:
             return register_model_file(self, architecture)
+        if architecture in self.settings.model.user_architectures:
+            raise RobustnessUsageError(f"{recipe} training of a given model ({architecture}) is not supported: the "
+                                       "harness trains only its own architectures; deselect with -m 'not slow'")
         recipe_fn, recipe_params = TRAINING_RECIPES[recipe]
         params = self.settings.training_for(architecture)
         data = self.dataset

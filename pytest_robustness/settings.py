@@ -71,7 +71,7 @@ def add_options(parser: pytest.Parser) -> None:
     gate.addoption("--max-regression", type=float, default=None, metavar="DELTA",
                    help="tolerated absolute drop against the baseline [ini: robustness_max_regression; default 0.02]")
     gate.addoption("--promote", default=None, metavar="ALIAS",
-                   help="when every selected test passed, give the candidate model versions this registry alias")
+                   help="give this registry alias to each candidate model version whose cells all passed")
 
     parser.addini("robustness_max_regression", "default --max-regression", default="0.02")
     parser.addini("robustness_dataset", "default --dataset", default="mnist")

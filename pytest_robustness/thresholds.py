@@ -172,11 +172,13 @@ def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound]) -> list[s
 
 
 # -- loading -------------------------------------------------------------------------------------
-def load_table(path: Path | None, rootdir: Path, default_max_regression: float) -> ThresholdTable:
+def load_table(path: Path | None, rootdir: Path, default_max_regression: float,
+               architectures: tuple[str, ...] = ()) -> ThresholdTable:
     """``--thresholds FILE``, else ``[tool.robustness]`` of the project's pyproject.toml, else empty.
 
     Every key is validated now, so a typo fails at start-up naming the file,
-    the entry and the allowed names, not after an hour of attacks.
+    the entry and the allowed names, not after an hour of attacks. ``architectures`` are names of
+    given models (``--model-uri ARCH=URI``) that selectors may use besides the registry's.
     """
     if path is not None:
         if not path.is_file():
@@ -191,7 +193,8 @@ def load_table(path: Path | None, rootdir: Path, default_max_regression: float) 
         return ThresholdTable(default_max_regression=default_max_regression)
     if not isinstance(raw, list):
         raise RobustnessUsageError(f"{where}: 'thresholds' must be an array of tables ([[thresholds]])")
-    return ThresholdTable([_entry(where, i + 1, item) for i, item in enumerate(raw)], default_max_regression)
+    return ThresholdTable([_entry(where, i + 1, item, architectures) for i, item in enumerate(raw)],
+                          default_max_regression)
 
 
 def _read(path: Path) -> dict:
@@ -208,7 +211,7 @@ def known_metrics() -> list[str]:
     return list(KNOWN_METRICS)
 
 
-def _entry(where: Path, number: int, item: Any) -> Entry:
+def _entry(where: Path, number: int, item: Any, architectures: tuple[str, ...] = ()) -> Entry:
     from .architectures import ARCHITECTURES
     from .attacks import ATTACKS
     from .defenses import DEFENSES
@@ -218,7 +221,7 @@ def _entry(where: Path, number: int, item: Any) -> Entry:
         raise RobustnessUsageError(f"{label}: expected a table")
     selectors = {k: item[k] for k in SELECTORS if k in item}
     metrics = known_metrics()
-    choices = {"attack": list(ATTACKS), "architecture": list(ARCHITECTURES), "defense": ["none", *DEFENSES],
+    choices = {"attack": list(ATTACKS), "architecture": list(dict.fromkeys([*ARCHITECTURES, *architectures])), "defense": ["none", *DEFENSES],
                "threat_model": list(THREAT_MODELS)}
     for key, allowed in choices.items():
         if key in selectors and selectors[key] not in allowed:

@@ -261,3 +261,24 @@ def test_promote_gives_the_alias_to_each_candidate_that_passed(pytester, user):
     assert str(store.client.get_model_version_by_alias("user_logits", "release").version) == "1"
     assert "release" not in store.client.get_registered_model("user_h5").aliases
     assert store.client.get_model_version("user_h5", "1").tags["robustness.verdict"] == "failed"
+
+
+@pytest.mark.parametrize("ending", ["dense_softmax", "softmax_layer", "activation", "nested"])
+def test_the_wrapper_outputs_the_models_logits_on_its_weights(ending):
+    """Every way a model ends in a softmax gives logits whose softmax is the model's output."""
+    from pytest_robustness.classifiers import softmax
+    from pytest_robustness.model_adapter import adapt
+
+    keras.utils.set_random_seed(0)
+    body = [keras.Input((8, 8, 1)), keras.layers.Flatten()]
+    model = {
+        "dense_softmax": lambda: keras.Sequential([*body, keras.layers.Dense(10, activation="softmax")]),
+        "softmax_layer": lambda: keras.Sequential([*body, keras.layers.Dense(10), keras.layers.Softmax()]),
+        "activation": lambda: keras.Sequential([*body, keras.layers.Dense(10), keras.layers.Activation("softmax")]),
+        "nested": lambda: keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Rescaling(1.0),
+                                            keras.Sequential([*body, keras.layers.Dense(10, activation="softmax")])]),
+    }[ending]()
+    adapted = adapt(model)
+    assert adapted.output == "probabilities" and adapted.peeled == (ending != "nested")
+    x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32) * 10
+    np.testing.assert_allclose(softmax(adapted.model(x).numpy()), model(x).numpy(), atol=1e-5)

@@ -162,8 +162,7 @@ def _batches(n, batch_size):
 def _loss_gradient(model, x, y, nb_classes):
     """ART ``TensorFlowV2Classifier.loss_gradient`` with ``CategoricalCrossentropy(from_logits=True)``.
 
-    ``model`` outputs logits (the harness's wrapper, see ``model_adapter``), so
-    the gradient is exact and does not saturate on confident images.
+    ``model`` outputs logits (the harness's wrapper, see ``model_adapter``).
 
     The Keras loss reduces with ``sum_over_batch_size`` (sum / rows), so the
     gradient of each sample is scaled by 1 / batch rows exactly as in ART, which
