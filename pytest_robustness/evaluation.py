@@ -8,9 +8,11 @@ recompute them with ART and the registered model.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -190,6 +192,19 @@ class Robustness:
         self.architecture = architecture
         self.run_id: str | None = None
         self.results: list[AttackResult] = []
+        self.seconds: dict[str, float] = {}  # phase -> wall time spent in it (the benchmark reads them back)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        """Add the time spent inside to ``phase``; model training it triggered counts as ``train``."""
+        started, trained = time.perf_counter(), self.session.training_seconds
+        try:
+            yield
+        finally:
+            trained = self.session.training_seconds - trained
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started - trained
+            if trained:
+                self.seconds["train"] = self.seconds.get("train", 0.0) + trained
 
     # -- what the test works on ----------------------------------------------------------
     @property
@@ -219,7 +234,7 @@ class Robustness:
             _, _, input_range = self.session.adaptation(self.architecture)
             model_output = self.session.model_output(self.architecture)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
-                                             "dataset": self.session.dataset.source,
+                                             **self.session.dataset.params,
                                              "attack_backend": self.session.settings.attack_backend,
                                              "model_output": model_output,
                                              "input_range": ",".join(f"{v:g}" for v in input_range)})
@@ -250,22 +265,24 @@ class Robustness:
         return result
 
     def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
-               defence_key: str = "") -> AttackResult:
+               defence_key: str = "", attack_model=None) -> AttackResult:
         """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored
         by ``classifier`` (default: the recipe's undefended classifier), which they were crafted on."""
         from .attacks.base import seed_everything
 
         x, y = self.eval_set()
         source = self.dataset.x_train if spec.generate_on == "train" else x
-        run = self.session.attack_run(self.architecture, spec.name, resolved, source, recipe=recipe,
-                                      classifier=classifier, defence_key=defence_key)
-        deployed = self.session.deployment(run, x, resolved) if spec.deploy is not None else None
+        with self.timed("craft_adaptive" if defence_key or recipe else "craft"):
+            run = self.session.attack_run(self.architecture, spec.name, resolved, source, recipe=recipe,
+                                          classifier=classifier, defence_key=defence_key, attack_model=attack_model)
+            deployed = self.session.deployment(run, x, resolved) if spec.deploy is not None else None
         params = {**resolved, **run.extra_params}
         seed_everything(self.seed)  # randomised defenses (Gaussian noise) predict reproducibly
-        result = score(spec.name, params, self.registered_model(recipe).uri, x, y,
-                       deployed.x if deployed is not None else run.x_adv,
-                       classifier or self.session.predictor(self.architecture, recipe), run, deployed,
-                       params.get("patch_target"), memo=self._score_memo(recipe, defence_key))
+        with self.timed("score"):
+            result = score(spec.name, params, self.registered_model(recipe).uri, x, y,
+                           deployed.x if deployed is not None else run.x_adv,
+                           classifier or self.session.predictor(self.architecture, recipe), run, deployed,
+                           params.get("patch_target"), memo=self._score_memo(recipe, defence_key))
         result.architecture = self.architecture
         return result
 
@@ -310,12 +327,16 @@ class Robustness:
             defence_key=key)
         if threat_model == "oblivious":
             seed_everything(self.seed)
-            defended = score(result.attack, result.params, self.registered_model(recipe).uri, result.x_clean,
-                             result.y_true, result.x_adv, classifier, result.run, result.deployed,
-                             result.params.get("patch_target"), memo=self._score_memo(recipe, key))
+            with self.timed("score"):
+                defended = score(result.attack, result.params, self.registered_model(recipe).uri, result.x_clean,
+                                 result.y_true, result.x_adv, classifier, result.run, result.deployed,
+                                 result.params.get("patch_target"), memo=self._score_memo(recipe, key))
         else:
+            compiled_form = spec.compiled(resolved) if key and spec.compiled is not None else None
+            attack_model = (lambda: self.session.defended_model(self.architecture, recipe, key, compiled_form)
+                            ) if compiled_form is not None else None
             defended = self._craft(attack, attack_params, recipe=recipe, classifier=classifier if key else None,
-                                   defence_key=key)
+                                   defence_key=key, attack_model=attack_model)
         rows = defended.x_adv[_grid_rows(defended)]
         if spec.preprocessor is None or not resolved["apply_predict"]:
             defended.defended_inputs = rows
@@ -347,6 +368,10 @@ class Robustness:
     def log_result(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
         """Params, metrics and evidence of ``result``; with ``prefix`` (a defended result beside
         its undefended one in the same run) every name gets it, except the defense's own metrics."""
+        with self.timed("log"):
+            self._log_result(result, prefix, undefended)
+
+    def _log_result(self, result: AttackResult, prefix: str, undefended: AttackResult | None) -> None:
         self.results.append(result)
         result.log_prefix = prefix
         params = {f"{prefix}{k}": v for k, v in {
@@ -385,7 +410,7 @@ class Robustness:
             with cache.file(key, f"{prefix}patch.png",
                             lambda path: path.write_bytes(evidence.patch_png(patches))) as png:
                 tracker.log_artifact(run_id, png)
-        columns = sample_columns(result, undefended)
+        columns = sample_columns(result, undefended, self.dataset.class_names)
         key = cache.key("samples.png", EVIDENCE_VERSION,
                         [(title, images.key if isinstance(images, Deferred) else content_digest(images), list(captions))
                          for title, images, captions in columns])
@@ -486,25 +511,29 @@ def _grid_rows(result: AttackResult) -> np.ndarray:
     return np.flatnonzero(result.modified)[:GRID_ROWS]
 
 
-def sample_columns(result: AttackResult, undefended: AttackResult | None = None) -> list:
-    """Columns of the evidence grid: clean / adversarial (undefended model) / defended input (defended model)."""
+def sample_columns(result: AttackResult, undefended: AttackResult | None = None, class_names=()) -> list:
+    """Columns of the evidence grid: clean / adversarial (undefended model) / defended input (defended model),
+    captioned with class names (the label index where there are none)."""
+    def name(label) -> str:
+        return class_names[label] if 0 <= label < len(class_names) else str(label)
+
     base = undefended or result
     rows = _grid_rows(result)
     source = result.source_index[rows]
     columns = [
         ("clean", result.x_clean[source],
-         [f"true {t} pred {p}" for t, p in zip(result.y_true[source], base.clean_predictions[source])]),
+         [f"true {name(t)} pred {name(p)}" for t, p in zip(result.y_true[source], base.clean_predictions[source])]),
     ]
     if undefended is None:
-        columns.append(("adversarial", result.x_adv[rows], [f"pred {p}" for p in result.adversarial_predictions[rows]]))
+        columns.append(("adversarial", result.x_adv[rows], [f"pred {name(p)}" for p in result.adversarial_predictions[rows]]))
         return columns
     # The undefended model on ``result``'s examples' counterparts (same positions, same sources).
     base_rows = _grid_rows(base)[:len(rows)]
     columns.append(("adversarial\n(undefended)", base.x_adv[base_rows],
-                    [f"pred {p}" for p in base.adversarial_predictions[base_rows]]))
+                    [f"pred {name(p)}" for p in base.adversarial_predictions[base_rows]]))
     shown = result.defended_inputs if result.defended_inputs is not None else result.x_adv[rows]
     columns.append((f"{result.defense}\n({result.threat_model})", shown,
-                    [f"pred {p}" for p in result.adversarial_predictions[rows]]))
+                    [f"pred {name(p)}" for p in result.adversarial_predictions[rows]]))
     return columns
 
 

@@ -11,11 +11,7 @@ in safe mode, and checked the same way, before any store is created.
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
-import numpy as np
-
-from .datasets import BUILTIN_DATASETS, IMAGE_SUFFIXES, load_dataset
+from .datasets import load_dataset
 from .errors import RobustnessUsageError
 from .model_loading import (
     SIGNATURE_TAG,
@@ -32,47 +28,10 @@ from .model_registry import WEIGHTS_TAG, record_tag, resolve_model_version, sqli
 
 
 def data_signature(spec: str, seed: int, image_size=None) -> tuple[tuple[int, ...], int]:
-    """(image shape, number of classes) of ``--dataset``, read as cheaply as its source allows."""
-    if image_size:
-        shape = tuple(int(v) for v in image_size)
-        return shape, _class_count(spec, seed)
-    path = Path(spec)
-    if spec not in BUILTIN_DATASETS and path.suffix == ".npz":
-        shape = _npy_shape(path, "x_train")[1:]
-        return (shape if len(shape) == 3 else (*shape, 1)), _class_count(spec, seed)
-    if spec not in BUILTIN_DATASETS and path.is_dir():
-        from PIL import Image
-
-        first = next((p for d in sorted((path / "training").iterdir()) if d.is_dir()
-                      for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES), None)
-        if first is None:
-            return (), _class_count(spec, seed)
-        with Image.open(first) as img:
-            channels = 1 if img.mode in ("1", "L", "LA", "I", "I;16") else 3
-            return (img.size[1], img.size[0], channels), _class_count(spec, seed)
-    data = load_dataset(spec, seed)
+    """(image shape, number of classes) of ``--dataset``: the data the start-up check read is kept for the
+    session, so this reads a folder or .npz at most once per process."""
+    data = load_dataset(spec, seed, image_size)
     return data.input_shape, data.n_classes
-
-
-def _npy_shape(path: Path, name: str) -> tuple[int, ...]:
-    """An .npz member's shape from its .npy header: no image data is read."""
-    import zipfile
-
-    with zipfile.ZipFile(path) as archive, archive.open(f"{name}.npy") as member:
-        major, _ = np.lib.format.read_magic(member)
-        header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        return tuple(header(member)[0])
-
-
-def _class_count(spec: str, seed: int) -> int:
-    path = Path(spec)
-    if spec not in BUILTIN_DATASETS and path.is_dir():
-        return len([d for d in (path / "training").iterdir() if d.is_dir()])
-    if spec not in BUILTIN_DATASETS and path.suffix == ".npz":
-        with np.load(path) as npz:
-            labels = [npz[k] for k in ("y_train", "y_test") if k in npz.files]
-        return max(int(y.shape[1]) if y.ndim == 2 else int(y.max()) + 1 for y in labels)
-    return load_dataset(spec, seed).n_classes
 
 
 def check_models(settings) -> None:

@@ -15,7 +15,8 @@ from .settings import Settings, add_options, read_settings
 
 # reporting first: fixtures imports it, and a plugin must be registered before
 # another module imports it, or pytest cannot assertion-rewrite it.
-pytest_plugins = ["pytest_robustness.reporting", "pytest_robustness.gating", "pytest_robustness.fixtures", "pytest_robustness.sweeps"]
+pytest_plugins = ["pytest_robustness.reporting", "pytest_robustness.gating", "pytest_robustness.fixtures", "pytest_robustness.sweeps",
+                  "pytest_robustness.ordering"]
 
 # Noise from our dependencies, not from the user's code.
 DEPENDENCY_WARNINGS = (

@@ -237,7 +237,8 @@ def _entry(where: Path, number: int, item: Any, architectures: tuple[str, ...] =
             raise RobustnessUsageError(f"{label}: unknown {selectors['attack']} parameter(s) {', '.join(unknown)}; "
                                        f"allowed: {', '.join(schema)}")
     max_regression = item.get("max_regression")
-    if max_regression is not None and (not isinstance(max_regression, (int, float)) or max_regression < 0):
+    if max_regression is not None and (not isinstance(max_regression, (int, float)) or isinstance(max_regression, bool)
+                                       or not math.isfinite(max_regression) or max_regression < 0):
         raise RobustnessUsageError(f"{label}: max_regression = {max_regression!r}; expected a number >= 0")
     bounds = {}
     for key, value in item.items():
@@ -250,16 +251,42 @@ def _entry(where: Path, number: int, item: Any, architectures: tuple[str, ...] =
     return Entry(selectors, bounds, max_regression, f"{where.name} entry {number}")
 
 
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values a metric can take: a bound outside them can never be met (or always is)."""
+    from .metrics import DISTANCE_METRICS
+
+    if metric in ("accuracy_gain", "clean_accuracy_gain"):
+        return -1.0, 1.0
+    if metric == "patched_count":
+        return 0.0, math.inf
+    base, _, stat = next(((d, "_", metric[len(d) + 1:]) for d in DISTANCE_METRICS
+                          if metric == d or metric.startswith(f"{d}_")), (metric, "", ""))
+    if base == "cosine_similarity":
+        return (0.0, 2.0) if stat in ("stdev", "iqr") else (-1.0, 1.0)
+    if base in DISTANCE_METRICS:
+        return 0.0, math.inf
+    return 0.0, 1.0  # accuracies, rates, precision, recall, f1, auc
+
+
+def _in_range(label: str, metric: str, shown: str, value: float) -> float:
+    low, high = metric_range(metric)
+    if not (math.isfinite(value) and low <= value <= high):
+        span = f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+        raise RobustnessUsageError(f"{label}: {metric} = {shown}; expected a value {span}, the range of {metric}")
+    return value
+
+
 def _bound_spec(label: str, metric: str, value: Any, metrics: list[str]) -> dict[str, Any]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"min": float(value)}
+        return {"min": _in_range(label, metric, repr(value), float(value))}
     if isinstance(value, dict):
         if set(value) == {"min"} or set(value) == {"max"}:
             (kind, number), = value.items()
             if isinstance(number, (int, float)) and not isinstance(number, bool):
-                return {kind: float(number)}
+                return {kind: _in_range(label, metric, f"{{ {kind} = {number!r} }}", float(number))}
         if set(value) == {"relative_to", "ratio"} and value["relative_to"] in metrics \
-                and isinstance(value["ratio"], (int, float)) and value["ratio"] >= 0:
+                and isinstance(value["ratio"], (int, float)) and not isinstance(value["ratio"], bool) \
+                and math.isfinite(value["ratio"]) and value["ratio"] >= 0:
             return dict(value)
     raise RobustnessUsageError(
         f"{label}: {metric} = {value!r}; expected a number (floor), {{ min = x }}, {{ max = x }} "
