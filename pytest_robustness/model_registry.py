@@ -218,6 +218,8 @@ def find_or_train(
         model, version, run_id = train()
         trained = RegisteredModel(name, str(version), model, weights_digest=weights_digest(model), trained_now=True,
                                   training_run_id=run_id)
-        for key, value in {**tags, WEIGHTS_TAG: trained.weights_digest, DIGEST_TAG: digest}.items():
+        trained.signature = model_signature(model, needs_code=False)
+        for key, value in {**tags, WEIGHTS_TAG: trained.weights_digest, DIGEST_TAG: digest,
+                           SIGNATURE_TAG: encode_signature(trained.signature)}.items():
             client.set_model_version_tag(name, str(version), key, str(value))
         return trained
