@@ -22,19 +22,21 @@ import pytest
 from . import metrics as m
 from .attacks import Deployed, get_attack
 from .datasets import content_digest, freeze
+from .errors import RobustnessUsageError
 from .params import case_id
 from .session import AttackRun, RobustnessSession, predict_in_batches
 from .session import BASELINE
 from .thresholds import Bound, Cell, check_bounds
+from .transfer_cells import TransferCell
 
 JUNIT_METRICS = ("clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
-                 "defended_accuracy", "accuracy_gain", *m.DISTANCE_METRICS)
+                 "defended_accuracy", "accuracy_gain", "transfer_rate", *m.DISTANCE_METRICS)
 # A defended result's own metrics: logged under these names, never prefixed.
 DEFENSE_METRICS = ("defended_accuracy", "accuracy_gain", "clean_accuracy_gain")
 # Every metric a cell can report: what thresholds may name.
 KNOWN_METRICS = (
     "clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
-    "patched_accuracy", "patched_count", *DEFENSE_METRICS,
+    "patched_accuracy", "patched_count", "transfer_rate", *DEFENSE_METRICS,
     *(f"{name}{stat}" for name in m.DISTANCE_METRICS for stat in ("", "_median", "_stdev", "_iqr", "_min", "_max")),
     *(f"{subset}_{name}" for subset in ("clean", "adversarial") for name in ("precision", "recall", "f1", "auc")),
 )
@@ -67,6 +69,10 @@ class AttackResult:
     defended_inputs: Any = None
     undefended: "AttackResult | None" = None  # for a defended result: the result it defends
     log_prefix: str = ""  # the prefix its metrics were logged under in the test's run
+    # Transfer cells (examples crafted on another model): where the examples came from.
+    source_architecture: str = ""
+    source_model_uri: str = ""
+    examples_uri: str = ""  # runs:/ID/ARTIFACT when read back from another MLflow run
 
     @property
     def clean_predictions(self) -> np.ndarray:
@@ -183,7 +189,7 @@ def _metrics(y_true, clean_p, adv_p, source, modified, target, distances) -> dic
     return values
 
 
-class Robustness:
+class Robustness(TransferCell):
     """Handed to each suite test: its architecture's model, data, classifier and MLflow run."""
 
     def __init__(self, session: RobustnessSession, item: pytest.Item, architecture: str):
@@ -395,9 +401,13 @@ class Robustness:
         in the cache, so a re-run copies it instead of compressing megabytes again."""
         tracker, run_id, cache = self.session.tracker, self.ensure_run(), self.session.cache
         if undefended is None or result.x_adv is not undefended.x_adv:  # oblivious: the same examples, logged once
-            key = cache.key("examples", 2, *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true)))
+            # A deployed attack's rows also say which clean image each derives from and whether it carries
+            # the attack, so the file alone gives every adversarial image its label.
+            pairing = {"source_index": result.source_index, "modified": result.modified} if result.deployed else {}
+            key = cache.key("examples", 2, *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true,
+                                                                           *pairing.values())))
             with cache.file(key, f"{prefix}adversarial_examples.npz", lambda path: write_npz(
-                    path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true)) as npz:
+                    path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true, **pairing)) as npz:
                 tracker.log_artifact(run_id, npz)
             if result.distances:
                 with cache.file(key, f"{prefix}distance_metrics.csv",
@@ -429,7 +439,8 @@ class Robustness:
                 pytest.fail(f"{self.item.name}: " + "; ".join(failures), pytrace=False)
             return
         settings = self.session.settings
-        cell = Cell(result.attack, result.params, self.architecture, result.defense, result.threat_model)
+        cell = Cell(result.attack, result.params, self.architecture, result.defense, result.threat_model,
+                    result.source_architecture)
         bounds = self.session.thresholds.bounds_for(cell, result.metrics, floors)
         baseline = self.baseline_metrics(result) if settings.baseline_uri_for(self.architecture) else None
         if baseline is not None:
@@ -445,10 +456,13 @@ class Robustness:
 
     # -- baseline ------------------------------------------------------------------------------
     def cell_key(self, result: AttackResult) -> str:
-        """Identity of a cell's numbers apart from the model: attack, parameters, defense, data, seed."""
+        """Identity of a cell's numbers apart from the model: attack, parameters, defense, data, seed
+        (and, for transfer cells, where the examples came from)."""
+        source = [result.source_architecture, result.source_model_uri, result.examples_uri]
         return self.session.cache.key("cell", result.attack, sorted(result.params.items()), result.defense,
                                       sorted(result.defense_params.items()), result.threat_model,
-                                      self.dataset.digest, self.seed, len(result.x_clean), self.architecture)
+                                      self.dataset.digest, self.seed, len(result.x_clean), self.architecture,
+                                      *(source if any(source) else []))
 
     def baseline_metrics(self, result: AttackResult) -> dict[str, float] | None:
         """The baseline model's metrics on the same cell: from an earlier MLflow run that computed
@@ -456,6 +470,8 @@ class Robustness:
         stored = self._stored_cell_metrics(self.cell_key(result), self.registered_model(BASELINE).uri)
         if stored is not None:
             return stored
+        if result.source_model_uri:  # a transfer cell: the baseline on the very same examples
+            return self._judge(result, BASELINE).metrics
         spec = get_attack(result.attack)
         resolved = spec.resolve({k: v for k, v in result.params.items() if k in spec.schema})
         if result.defense == "none":
@@ -488,8 +504,9 @@ class Robustness:
                 "robustness.cell_prefix": result.log_prefix}
         value = result.metrics.get("adversarial_accuracy", float("nan"))
         self.record("robustness.architecture", self.architecture)
-        self.record("robustness.row", f"{result.attack} {case_id(get_attack(result.attack).schema, result.params)}".strip())
-        self.record("robustness.column", cell.defense if cell.defense == "none" else f"{cell.defense} ({cell.threat_model})")
+        self.record("robustness.row", f"{result.attack} {self.case_id(result.attack, result.params)}".strip())
+        column = cell.defense if cell.defense == "none" else f"{cell.defense} ({cell.threat_model})"
+        self.record("robustness.column", f"crafted on {cell.source_architecture}" if cell.source_architecture else column)
         self.record("robustness.value", round(float(value), 6))
         self.record("robustness.candidate", candidate)
         metrics = {}
@@ -500,7 +517,27 @@ class Robustness:
         self.session.tracker.log_batch(self.ensure_run(), metrics=metrics, tags=tags)
 
     def case_id(self, attack: str, params: Mapping[str, Any]) -> str:
-        return case_id(get_attack(attack).schema, params)
+        """The parameters' test-id form ("" for a name no attack is registered under, e.g. ``infer``)."""
+        try:
+            return case_id(get_attack(attack).schema, params)
+        except RobustnessUsageError:
+            return ""
+
+    # -- transfer (transfer_cells.TransferCell has the public methods) ------------------------------
+    def _judge(self, crafted: AttackResult, recipe: str = "") -> AttackResult:
+        """This cell's model (``recipe``'s slot) scored on ``crafted``'s examples as they are."""
+        from .attacks.base import seed_everything
+
+        seed_everything(self.seed)
+        with self.timed("score"):
+            judged = score(crafted.attack, crafted.params, self.registered_model(recipe).uri, crafted.x_clean,
+                           crafted.y_true, crafted.x_adv, self.session.predictor(self.architecture, recipe),
+                           crafted.run, crafted.deployed, crafted.params.get("patch_target"),
+                           memo=self._score_memo(recipe, ""))
+        judged.architecture = self.architecture
+        judged.source_architecture = crafted.source_architecture or crafted.architecture
+        judged.source_model_uri, judged.examples_uri = crafted.source_model_uri or crafted.model_uri, crafted.examples_uri
+        return judged
 
 
 GRID_ROWS = 8

@@ -22,11 +22,12 @@ Configuration is an array of tables, in ``--thresholds FILE`` (top-level
     attack_success_rate = { max = 0.5 }
 
 Selectors (all optional): ``attack``, ``params`` (attack parameters), ``defense``,
-``threat_model``, ``architecture``. A metric's bound is a number (a floor),
-``{ min = x }``, ``{ max = x }`` or ``{ relative_to = METRIC, ratio = r }``
-(a floor of r times that metric of the same cell). For each metric the most
-specific matching entry wins (more selectors; a later entry on ties), and
-replaces the suite's default for that metric.
+``threat_model``, ``architecture``, ``source_architecture`` (transfer cells: the architecture
+the examples were crafted on, or ``baseline`` for the --baseline-uri model; an entry without it
+matches transfer and white-box cells alike). A metric's bound is a number (a floor),
+``{ min = x }``, ``{ max = x }`` or ``{ relative_to = METRIC, ratio = r }`` (a floor of r
+times that metric of the same cell). For each metric the most specific matching entry wins
+(more selectors; a later entry on ties), and replaces the suite's default for that metric.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from typing import Any, Iterable, Mapping
 
 from .errors import RobustnessUsageError
 
-SELECTORS = ("attack", "params", "defense", "threat_model", "architecture")
+SELECTORS = ("attack", "params", "defense", "threat_model", "architecture", "source_architecture")
 THREAT_MODELS = ("oblivious", "adaptive")
 
 
@@ -64,6 +65,7 @@ class Cell:
     architecture: str
     defense: str = "none"
     threat_model: str = ""
+    source_architecture: str = ""  # transfer cells: where the examples were crafted
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ class Entry:
         if "defense" in sel and sel["defense"] != cell.defense:
             return False
         if "threat_model" in sel and sel["threat_model"] != cell.threat_model:
+            return False
+        if "source_architecture" in sel and sel["source_architecture"] != cell.source_architecture:
             return False
         return all(_same(cell.params.get(k), v) for k, v in sel.get("params", {}).items())
 
@@ -221,7 +225,9 @@ def _entry(where: Path, number: int, item: Any, architectures: tuple[str, ...] =
         raise RobustnessUsageError(f"{label}: expected a table")
     selectors = {k: item[k] for k in SELECTORS if k in item}
     metrics = known_metrics()
-    choices = {"attack": list(ATTACKS), "architecture": list(dict.fromkeys([*ARCHITECTURES, *architectures])), "defense": ["none", *DEFENSES],
+    known = list(dict.fromkeys([*ARCHITECTURES, *architectures]))  # ours and the given models' names
+    choices = {"attack": list(ATTACKS), "architecture": known, "source_architecture": [*known, "baseline"],
+               "defense": ["none", *DEFENSES],
                "threat_model": list(THREAT_MODELS)}
     for key, allowed in choices.items():
         if key in selectors and selectors[key] not in allowed:
