@@ -207,7 +207,8 @@ def pgd_training(session, model, architecture: str, training, *, params: Mapping
     model.set_weights(session.model(architecture).model.get_weights())
     seed_everything(session.settings.seed)
     optimizer = make_optimizer(training.optimizer, training.learning_rate)
-    loss_object = keras.losses.CategoricalCrossentropy()
+    # Both trainers train the model through its logits (the wrapper shares its weights), as attacks use them
+    loss_object = keras.losses.CategoricalCrossentropy(from_logits=True)
     x, y = training_subset(data.x_train, data.y_train, training.samples)
     y_onehot = keras.utils.to_categorical(y, data.n_classes)
     if session.settings.attack_backend == "art":
@@ -218,7 +219,9 @@ def pgd_training(session, model, architecture: str, training, *, params: Mapping
         def progress(epoch: int, epochs: int, seconds: float) -> None:
             session.progress(f"PGD training {architecture}: epoch {epoch + 1}/{epochs}, {seconds:.1f} s")
 
-        madry_pgd_fit(model, x, y_onehot, optimizer=optimizer, loss_object=loss_object, eps=pgd["eps"],
+        from .model_adapter import adapt
+
+        madry_pgd_fit(adapt(model).model, x, y_onehot, optimizer=optimizer, loss_object=loss_object, eps=pgd["eps"],
                       eps_step=pgd["eps_step"], max_iter=pgd["max_iter"], ratio=pgd["ratio"], epochs=pgd["epochs"],
                       batch_size=training.batch_size, seed=session.settings.seed, progress=progress)
     return {f"pgd_{k}": float(v) for k, v in pgd.items()}

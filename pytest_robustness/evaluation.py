@@ -237,9 +237,13 @@ class Robustness(TransferCell):
             self.run_id = tracker.start_child_run(self.item.name, {
                 "robustness.nodeid": self.item.nodeid, "robustness.architecture": self.architecture,
                 "robustness.kind": "test"}, buffered=True)
+            _, _, input_range = self.session.adaptation(self.architecture)
+            model_output = self.session.model_output(self.architecture)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
                                              **self.session.dataset.params,
-                                             "attack_backend": self.session.settings.attack_backend})
+                                             "attack_backend": self.session.settings.attack_backend,
+                                             "model_output": model_output,
+                                             "input_range": ",".join(f"{v:g}" for v in input_range)})
         return self.run_id
 
     def record(self, name: str, value: Any) -> None:
@@ -444,7 +448,7 @@ class Robustness(TransferCell):
         cell = Cell(result.attack, result.params, self.architecture, result.defense, result.threat_model,
                     result.source_architecture)
         bounds = self.session.thresholds.bounds_for(cell, result.metrics, floors)
-        baseline = self.baseline_metrics(result) if settings.baseline_uri else None
+        baseline = self.baseline_metrics(result) if settings.baseline_uri_for(self.architecture) else None
         if baseline is not None:
             tolerance, origin = self.session.thresholds.max_regression_for(cell)
             uri = self.registered_model(BASELINE).uri

@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from . import hookspecs
-from .architectures import ARCHITECTURES, get_architecture
+from .architectures import ARCHITECTURES, get_architecture, known_architectures
 from .registry import activate_registry
 from .settings import Settings, add_options, read_settings
 
@@ -61,6 +61,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     settings = read_settings(config)
     config.stash[SETTINGS_KEY] = settings
+    for name in set(settings.architectures) - set(ARCHITECTURES):  # a user's model, named by --model-uri ARCH=URI
+        config.addinivalue_line("markers", f"{name}: cells on the {name} model")
     check_environment(settings)
 
 
@@ -73,16 +75,13 @@ def check_environment(settings: Settings) -> None:
         from .devices import require_gpus
 
         require_gpus()
-    uris = {"--model-uri": settings.model_uri, "--baseline-uri": settings.baseline_uri}
-    if any(uris.values()):
-        from .model_registry import check_model_uri
+    if settings.model_uris or settings.baseline_uris or settings.model.model_file:
+        from .model_checks import check_models
 
         with warnings.catch_warnings():  # pytest's filterwarnings do not cover start-up
             for line in DEPENDENCY_WARNINGS:
                 warnings.filterwarnings("ignore", message=line.split(":")[1])
-            for option, uri in uris.items():
-                if uri:
-                    check_model_uri(uri, settings.mlflow_uri, option)
+            check_models(settings)
 
 
 def settings_of(config: pytest.Config) -> Settings:
@@ -101,7 +100,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # transfer tests: transfer.py parametrises (source, target) pairs
     names = settings_of(metafunc.config).architectures
     params = [pytest.param(name, id=name, marks=[getattr(pytest.mark, name)]
-                           + ([pytest.mark.slow] if get_architecture(name).slow else [])) for name in names]
+                           + ([pytest.mark.slow] if name in known_architectures() and get_architecture(name).slow
+                              else [])) for name in names]
     metafunc.parametrize("architecture", params)
 
 
