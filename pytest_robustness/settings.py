@@ -20,6 +20,7 @@ from .errors import RobustnessUsageError
 from .training import TrainingParams
 
 CACHE_MODES = ("readwrite", "read", "write", "off")
+GRADIENT_MASKING_MODES = ("fail", "warn", "off")
 GROUP = "robustness"
 
 
@@ -68,6 +69,14 @@ def add_options(parser: pytest.Parser) -> None:
                    help="tolerated absolute drop against the baseline [ini: robustness_max_regression; default 0.02]")
     gate.addoption("--promote", default=None, metavar="ALIAS",
                    help="when every selected test passed, give the candidate model versions this registry alias")
+    gate.addoption("--significance", type=float, default=None, metavar="ALPHA",
+                   help="a baseline regression must also be significant at this level (exact McNemar test) "
+                        "[ini: robustness_significance; default 0.05]")
+    gate.addoption("--gradient-masking", default=None, choices=GRADIENT_MASKING_MODES,
+                   help="a cell whose model fails a gradient-masking check: fail it, warn, or skip the checks "
+                        "[ini: robustness_gradient_masking; default fail]")
+    parser.addini("robustness_significance", "default --significance", default="0.05")
+    parser.addini("robustness_gradient_masking", "default --gradient-masking", default="fail")
 
     parser.addini("robustness_max_regression", "default --max-regression", default="0.02")
     parser.addini("robustness_dataset", "default --dataset", default="mnist")
@@ -101,6 +110,8 @@ class Settings:
     baseline_uri: str | None = None
     max_regression: float = 0.02
     promote: str | None = None
+    significance: float = 0.05
+    gradient_masking: str = "fail"
 
     def training_for(self, architecture: str) -> TrainingParams:
         overrides = dict(get_architecture(architecture).training_overrides)
@@ -190,7 +201,18 @@ def read_settings(config: pytest.Config) -> Settings:
     if promote is not None and not promote.replace("-", "").replace("_", "").isalnum():
         raise RobustnessUsageError(f"--promote {promote!r}: an alias is letters, digits, '-' and '_'")
 
+    significance_source, significance = _option_or_ini(config, "--significance", "robustness_significance")
+    try:
+        significance = float(significance)
+    except (TypeError, ValueError):
+        significance = float("nan")
+    if not 0 < significance < 1:
+        raise RobustnessUsageError(f"{significance_source} {config.getoption('--significance') or config.getini('robustness_significance')!r}: "
+                                   "expected a significance level strictly between 0 and 1, e.g. 0.05")
     return Settings(
+        significance=significance,
+        gradient_masking=_choice(*_option_or_ini(config, "--gradient-masking", "robustness_gradient_masking"),
+                                 GRADIENT_MASKING_MODES),
         thresholds_file=Path(opt("--thresholds")).resolve() if opt("--thresholds") else None,
         baseline_uri=baseline_uri,
         max_regression=max_regression,

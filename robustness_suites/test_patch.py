@@ -10,8 +10,8 @@ import pytest
 
 from pytest_robustness import attack_cases
 
-# CPU budget: 50 optimisation steps (Dioptra: 500) on Dioptra's 10 generation images.
-GENERATION = dict(max_iter=50)
+# Dioptra's budget: 500 optimisation steps at learning rate 5 on 10 generation images.
+GENERATION = dict(max_iter=500, learning_rate=5.0)
 
 DEPLOYMENTS = [
     dict(GENERATION, patch_scale=scale, patch_deployment_method=method)
