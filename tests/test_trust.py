@@ -95,7 +95,7 @@ import pytest
 @pytest.mark.fgm
 def test_fgm_robust(robustness):
     result = robustness.attack("fgm", eps=0.3)
-    robustness.check(result, clean_accuracy=0.3, adversarial_accuracy=0.3)
+    robustness.check(result, clean_accuracy=0.2, adversarial_accuracy=0.25)
 '''
 
 
@@ -169,7 +169,7 @@ def test_zero_gradient_quantiser_fails_with_suspected_gradient_masking(pytester,
 
 
 def test_honest_model_is_not_flagged(pytester, trained_store):
-    pytester.makepyfile(test_masking=MASKING_SUITE.replace("adversarial_accuracy=0.3", "adversarial_accuracy=0.0"))
+    pytester.makepyfile(test_masking=MASKING_SUITE.replace("adversarial_accuracy=0.25", "adversarial_accuracy=0.0"))
     result = run_robustness(pytester, store=trained_store)
     result.assert_outcomes(passed=1)
     (run,) = trained_store.children(session_run_id(result))
@@ -240,13 +240,13 @@ def test_eot_makes_the_adaptive_attack_on_gaussian_noise_at_least_as_strong(pyte
 # --- the paired baseline test, end to end ---------------------------------------------------------
 
 def test_candidate_identical_to_the_baseline_passes_the_paired_test(pytester, trained_store):
-    pytester.makepyfile(test_masking=MASKING_SUITE.replace("adversarial_accuracy=0.3", "adversarial_accuracy=0.0"))
+    pytester.makepyfile(test_masking=MASKING_SUITE.replace("adversarial_accuracy=0.25", "adversarial_accuracy=0.0"))
     uri = f"models:/{MODEL_NAME}/1"
-    result = run_robustness(pytester, "--model-uri", uri, "--baseline-uri", uri, "--architecture", "shallow_net",
+    result = run_robustness(pytester, "--model-uri", uri, "--baseline-uri", uri,
                             "--max-regression", "0.01", store=trained_store)
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*fgm linf-eps0.3 *[[]0.*, 0.*[]] (+0.000)*",
-                                 "too few images: *: adversarial_accuracy: 100 images cannot resolve max_regression "
+                                 "too few images: *adversarial_accuracy: 100 images cannot resolve max_regression "
                                  "0.01 at significance 0.05*it needs about *"])
     runs = trained_store.children(session_run_id(result))
     assert runs[0].data.metrics["adversarial_accuracy_paired_p_value"] == 1.0
