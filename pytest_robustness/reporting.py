@@ -20,6 +20,7 @@ import pytest
 from filelock import FileLock
 
 from . import __version__, tracking
+from .progress import terminal_progress
 
 SESSION_KEY = pytest.StashKey["Any"]()
 TOKEN_KEY = pytest.StashKey[str]()
@@ -84,7 +85,7 @@ def robustness_session(config: pytest.Config):
     _attach_session_run(config, tracker, settings)
     from .gating import thresholds_of
 
-    session = RobustnessSession(settings, tracker, "/CPU:0", thresholds_of(config))
+    session = RobustnessSession(settings, tracker, "/CPU:0", thresholds_of(config), terminal_progress(config))
     if settings.gpu:
         session.tensorflow()
     config.stash[SESSION_KEY] = session
