@@ -45,7 +45,8 @@ def wilson_interval(proportion: float, n: int, confidence: float = CONFIDENCE) -
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0 (or 1) the bound is exactly 0 (or 1); the formula leaves a rounding residue.
+    return (0.0 if p == 0 else max(0.0, centre - half)), (1.0 if p == 1 else min(1.0, centre + half))
 
 
 def intervals(values: Mapping[str, float], sizes: Mapping[str, int],
