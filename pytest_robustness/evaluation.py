@@ -312,8 +312,8 @@ class Robustness(TransferCell):
                      defence_key: str) -> None:
         """A patch cell's random-noise control, deployed the same way, scored by the same classifier."""
         values = patch_control.control_metrics(
-            self.session.memoised, self._score_memo(recipe, defence_key), spec, result.run.x_adv, result.x_clean,
-            result.y_true, params, self.seed, classifier, params.get("patch_target"), result.metrics)
+            self._score_memo(recipe, defence_key), spec, result.run.x_adv, result.x_clean, result.y_true,
+            result.clean_predictions, params, self.seed, classifier, params.get("patch_target"), result.metrics)
         result.metrics.update(values)
         result.metrics.update(statistics.intervals(values, result.sample_sizes))
 

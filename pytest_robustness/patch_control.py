@@ -14,14 +14,14 @@ its transforms from the seed in the same order for any patch content), and logs
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from . import metrics as m
 from .datasets import content_digest
 
-CONTROL_VERSION = 1
+CONTROL_VERSION = 2
 CONTROL_METRICS = ("control_accuracy", "control_targeted_success_rate", "accuracy_below_control",
                    "targeted_success_over_control")
 
@@ -31,36 +31,48 @@ def control_patches(patches: np.ndarray, seed: int) -> np.ndarray:
     return np.random.default_rng([seed, 13]).uniform(0.0, 1.0, size=np.shape(patches)).astype(np.float32)
 
 
-def control_metrics(memoised: Callable[[tuple, Callable[[], dict]], dict], score_memo, spec, patches: np.ndarray,
-                    x: np.ndarray, y: np.ndarray, resolved: Mapping[str, Any], seed: int, classifier,
-                    target: int | None, values: Mapping[str, float]) -> dict[str, float]:
+BLOCK = 32  # control images pasted and predicted at a time: no copy of the whole deployed set
+
+
+def control_metrics(score_memo, spec, patches: np.ndarray, x: np.ndarray, y: np.ndarray, clean_pred: np.ndarray,
+                    resolved: Mapping[str, Any], seed: int, classifier, target: int | None,
+                    values: Mapping[str, float]) -> dict[str, float]:
     """The control's metrics for a patch cell whose adversarial metrics are ``values``.
 
-    ``memoised`` (the session's) keeps the control deployment, ``score_memo`` (the
-    classifier's) its predictions: a warm re-run computes nothing.
+    Only the patched images differ from the clean set, whose predictions (``clean_pred``) are known:
+    the control images are pasted and predicted block by block, and ``score_memo`` (the classifier's)
+    keeps the numbers, so a warm re-run computes nothing.
     """
+    from .patch_deployment import paste, placements
     from .session import predict_in_batches
 
     deploy = tuple(sorted((k, resolved[k]) for k in spec.deploy_params))
     shape = tuple(np.shape(patches))
 
-    def deployed() -> dict[str, np.ndarray]:
-        done = spec.deploy(control_patches(patches, seed), x, resolved, seed)
-        return {"x": done.x, "source_index": done.source_index, "modified": done.modified}
-
-    arrays = memoised(("patch_control", CONTROL_VERSION, shape, seed, deploy, content_digest(x)), deployed)
-
     def measure() -> dict[str, np.ndarray]:
-        predicted = predict_in_batches(classifier, arrays["x"], 256).argmax(1)
-        y_adv, modified = y[arrays["source_index"]], arrays["modified"]
-        out = {"control_accuracy": m.accuracy(y_adv, predicted)}
+        control = control_patches(patches, seed)
+        control = control if control.ndim == 4 else control[None]
+        chosen, draws = placements(len(x), len(control), resolved, seed, x.shape[1:3])
+        scale = float(resolved["patch_scale"])
+        predicted = np.empty(len(chosen), dtype=np.int64)
+        for start in range(0, len(chosen), BLOCK):
+            block = [paste(x[i], control[which], scale, angle, center)
+                     for i, (which, angle, center) in zip(chosen[start:start + BLOCK], draws[start:start + BLOCK])]
+            if block:
+                predicted[start:start + len(block)] = predict_in_batches(classifier, np.stack(block), BLOCK).argmax(1)
+        clean_correct = np.asarray(clean_pred) == y
+        hit = predicted == y[chosen]
+        if resolved["patch_deployment_method"] == "corrupt":  # patched images replace their originals
+            accuracy = (clean_correct.sum() - clean_correct[chosen].sum() + hit.sum()) / max(len(x), 1)
+        else:  # augment: added after the untouched originals
+            accuracy = (clean_correct.sum() + hit.sum()) / max(len(x) + len(chosen), 1)
+        out = {"control_accuracy": float(accuracy)}
         if target is not None:
-            out["control_targeted_success_rate"] = m.targeted_success_rate(y_adv[modified], predicted[modified],
-                                                                           int(target))
+            out["control_targeted_success_rate"] = m.targeted_success_rate(y[chosen], predicted, int(target))
         return {"names": np.array(list(out)), "values": np.array(list(out.values()), dtype=np.float64)}
 
-    parts = score_memo(("control_score", CONTROL_VERSION, content_digest(arrays["x"]), content_digest(y), target),
-                       measure)
+    parts = score_memo(("control_score", CONTROL_VERSION, shape, seed, deploy, content_digest(x), content_digest(y),
+                        target), measure)
     out = {str(k): float(v) for k, v in zip(parts["names"], parts["values"])}
     out["accuracy_below_control"] = out["control_accuracy"] - values["adversarial_accuracy"]
     if "control_targeted_success_rate" in out and "targeted_success_rate" in values:
