@@ -282,6 +282,12 @@ class Robustness(TransferCell):
         self.log_result(result)
         return result
 
+    def measure(self, name: str, recipe: str = "", **params: Any) -> AttackResult:
+        """Attack ``name``'s result (shared memo and cache), not logged: to compare another cell's
+        result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s."""
+        spec = get_attack(name)
+        return self._craft(spec, spec.resolve(params), recipe=recipe)
+
     def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
                defence_key: str = "", attack_model=None) -> AttackResult:
         """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored
@@ -350,7 +356,7 @@ class Robustness(TransferCell):
         spec = get_defense(defense)
         attack = get_attack(result.attack)
         attack_params = attack.resolve({k: v for k, v in result.params.items() if k in attack.schema})
-        recipe = spec.recipe(resolved) if spec.recipe is not None else base_recipe
+        recipe = spec.training_recipe(resolved) or base_recipe  # adversarial training, apply_fit: own model
         key = spec.key(resolved) if spec.preprocessor is not None else ""
         # Built on first use: a cached result needs neither the model nor the defense.
         draws = randomised.eot_samples(resolved) if key else 1
@@ -581,7 +587,7 @@ class Robustness(TransferCell):
             return base.metrics, correctness(base)
         from .defenses import get_defense
 
-        if result.undefended is None or get_defense(result.defense).recipe is not None:
+        if result.undefended is None or get_defense(result.defense).training_recipe(result.defense_params):
             return None, None  # adversarially trained variants are derived from the candidate: no baseline cell
         base = self._craft(spec, resolved, recipe=BASELINE)
         defended = self._defend(base, result.defense, result.threat_model, result.defense_params, BASELINE)

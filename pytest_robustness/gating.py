@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from .registry import registry_of
 from .thresholds import ThresholdTable, load_table
 
 TABLE_KEY = pytest.StashKey[ThresholdTable]()
@@ -73,7 +74,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if SETTINGS_KEY not in config.stash:
         return
     settings = config.stash[SETTINGS_KEY]
-    config.stash[TABLE_KEY] = load_table(settings.thresholds_file, config.rootpath, settings.max_regression)
+    config.stash[TABLE_KEY] = load_table(settings.thresholds_file, config.rootpath, settings.max_regression,
+                                         registry_of(config))
     config.stash[GATE_KEY] = Gate()
     config.pluginmanager.register(config.stash[GATE_KEY], "robustness-gate")
 

@@ -10,7 +10,9 @@ import warnings
 
 import pytest
 
-from .architectures import ARCHITECTURES
+from . import hookspecs
+from .architectures import ARCHITECTURES, get_architecture
+from .registry import activate_registry
 from .settings import Settings, add_options, read_settings
 
 # reporting first: fixtures imports it, and a plugin must be registered before
@@ -30,6 +32,7 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 MARKERS = {
     "fgm": "Fast Gradient Method evasion attack cells",
     "patch": "adversarial patch attack cells",
+    "evasion": "iterative, optimisation and black-box evasion attack cells (PGD, CW-L2, DeepFool, Square)",
     "defense": "cells that evaluate a defense",
     "transfer": "examples crafted on one model, judged on another (source-to-target pairs)",
     "gpu": "needs a GPU: skipped unless --gpu",
@@ -42,12 +45,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """``pytest_robustness_register(registry)``: conftest.py files and plugins register attacks & co."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     for line in DEPENDENCY_WARNINGS:
         config.addinivalue_line("filterwarnings", line)
+    activate_registry(config)  # before the settings: they name registered architectures and datasets
     if config.option.help or config.option.markers or getattr(config.option, "showfixtures", False):
         return
     settings = read_settings(config)
@@ -92,7 +101,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # transfer tests: transfer.py parametrises (source, target) pairs
     names = settings_of(metafunc.config).architectures
     params = [pytest.param(name, id=name, marks=[getattr(pytest.mark, name)]
-                           + ([pytest.mark.slow] if ARCHITECTURES[name].slow else [])) for name in names]
+                           + ([pytest.mark.slow] if get_architecture(name).slow else [])) for name in names]
     metafunc.parametrize("architecture", params)
 
 

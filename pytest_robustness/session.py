@@ -26,6 +26,7 @@ from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
 from .classifiers import make_classifier
 from .datasets import Dataset, content_digest, dataset_key, freeze, load_dataset
+from .defenses import recipe as registered_recipe
 from .model_registry import (
     RegisteredModel,
     find_or_train,
@@ -244,7 +245,8 @@ class RobustnessSession:
         if self.settings.model_uri and not recipe:
             name, version = resolve_model_version(client, self.settings.model_uri)
             return load_registered(client, name, version, self.tensorflow)
-        recipe_fn, recipe_params = TRAINING_RECIPES[recipe]
+        # Plain training, else a recipe a defense registered in this session's registry.
+        recipe_fn, recipe_params = TRAINING_RECIPES[recipe] if recipe in TRAINING_RECIPES else registered_recipe(recipe)
         params = self.settings.training_for(architecture)
         data = self.dataset
         name = registered_model_name(self.settings.experiment, architecture, recipe or None)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture
+from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture, known_architectures
 from .attacks import BACKENDS
 from .cache import ArrayCache
 from .datasets import default_experiment_name, validate_dataset_spec
@@ -215,7 +215,7 @@ def read_settings(config: pytest.Config) -> Settings:
         if len(architectures) > 1:
             raise RobustnessUsageError(f"--model-uri {model_uri}: give at most one --architecture to name it")
         if not architectures:
-            inferred = [a for a in ARCHITECTURES if name.endswith(f"_{a}") or name == a]
+            inferred = [a for a in known_architectures() if name.endswith(f"_{a}") or name == a]
             if not inferred:
                 raise RobustnessUsageError(
                     f"--model-uri {model_uri}: cannot tell its architecture from the name; add --architecture NAME"
