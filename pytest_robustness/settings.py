@@ -250,13 +250,13 @@ def read_settings(config: pytest.Config) -> Settings:
     if promote is not None and not promote.replace("-", "").replace("_", "").isalnum():
         raise RobustnessUsageError(f"--promote {promote!r}: an alias is letters, digits, '-' and '_'")
 
-    significance_source, significance = _option_or_ini(config, "--significance", "robustness_significance")
+    significance_source, raw_significance = _option_or_ini(config, "--significance", "robustness_significance")
     try:
-        significance = float(significance)
+        significance = float(raw_significance)
     except (TypeError, ValueError):
         significance = float("nan")
     if not 0 < significance < 1:
-        raise RobustnessUsageError(f"{significance_source} {config.getoption('--significance') or config.getini('robustness_significance')!r}: "
+        raise RobustnessUsageError(f"{significance_source} {raw_significance}: "
                                    "expected a significance level strictly between 0 and 1, e.g. 0.05")
     attack_backend = _choice(*_option_or_ini(config, "--attack-backend", "robustness_attack_backend"), BACKENDS)
     cache_mode = _choice(*_option_or_ini(config, "--robustness-cache", "robustness_cache"), CACHE_MODES)
