@@ -148,8 +148,10 @@ def load_keras_model(name: str, version: str):
     import mlflow
 
     from . import keras_layers  # noqa: F401  (registers our custom layers for deserialisation)
+    from .server_health import health
 
-    return mlflow.tensorflow.load_model(f"models:/{name}/{version}")
+    with health(mlflow.get_tracking_uri()).guard(f"could not load models:/{name}/{version}"):
+        return mlflow.tensorflow.load_model(f"models:/{name}/{version}")
 
 
 def record_weights_digest(client, name: str, version: str, digest: str) -> None:
@@ -204,11 +206,14 @@ def find_or_train(
     """The version tagged with ``digest`` (loaded lazily) or ``train`` (which logs and registers).
 
     ``train`` returns (keras model, the ModelInfo.registered_model_version, run id) and
-    runs inside the lock, so parallel workers never train the same model twice.
+    runs inside the lock, so parallel workers never train the same model twice, and
+    inside a claim in the registry (``training_claims``), so machines sharing it never do.
     """
+    from .training_claims import training_claim
+
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_dir / f"{name}-{digest}.lock")):
-        existing = find_version(client, name, digest)
+    with FileLock(str(lock_dir / f"{name}-{digest}.lock")), \
+            training_claim(client, name, digest, lambda: find_version(client, name, digest)) as existing:
         if existing is not None:
             found = load_registered(client, name, str(existing.version), prepare, dict(existing.tags))
             found.training_run_id = existing.run_id

@@ -63,6 +63,11 @@ def check_environment(settings: Settings) -> None:
 
         require_gpus()
     uris = {"--model-uri": settings.model_uri, "--baseline-uri": settings.baseline_uri}
+    if settings.mlflow_uri_source == "--mlflow-uri" or any(uris.values()):
+        # an environment's MLFLOW_TRACKING_URI alone is probed when a test first needs MLflow
+        from .server_health import require_tracking_server
+
+        require_tracking_server(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
     if any(uris.values()):
         from .model_registry import check_model_uri
 

@@ -40,6 +40,9 @@ def add_options(parser: pytest.Parser) -> None:
                     help="MLflow experiment [ini: robustness_experiment; default: dataset name, 'mnist' for built-in]")
     group.addoption("--mlflow-uri", default=None, metavar="URI",
                     help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory]")
+    group.addoption("--mlflow-timeout", default=None, metavar="SECONDS",
+                    help="seconds the start-up probe of an http(s) tracking server waits for it to answer "
+                         "[ini: robustness_mlflow_timeout; default 5]")
     # Integers are parsed in read_settings, not by argparse, so a bad value gets
     # the same one-line error whether it came from the command line or an ini key.
     group.addoption("--robustness-seed", default=None, metavar="SEED",
@@ -80,6 +83,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("robustness_attack_backend", "default --attack-backend", default="compiled")
     parser.addini("robustness_cache", "default --robustness-cache", default="readwrite")
     parser.addini("robustness_cache_dir", "default --robustness-cache-dir", default="")
+    parser.addini("robustness_mlflow_timeout", "default --mlflow-timeout", default="5")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class Settings:
     model_uri: str | None = None
     experiment: str = "mnist"
     mlflow_uri: str = ""
+    mlflow_uri_source: str = "--mlflow-uri"  # where the URI came from, for messages: option, env or default
+    mlflow_timeout: float = 5.0
     seed: int = 0
     gpu: bool = False
     training: TrainingParams = field(default_factory=TrainingParams)
@@ -135,6 +141,24 @@ def _option_or_ini(config: pytest.Config, option: str, ini: str) -> tuple[str, A
 
 def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def _positive_seconds(option: str, raw: Any) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise RobustnessUsageError(f"{option} {raw!r}: expected a number of seconds > 0")
+    return value
+
+
+def _tracking_uri_and_source(config: pytest.Config) -> tuple[str, str]:
+    if config.getoption("--mlflow-uri"):
+        return config.getoption("--mlflow-uri"), "--mlflow-uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
+    return default_tracking_uri(), "default tracking URI"
 
 
 def read_settings(config: pytest.Config) -> Settings:
@@ -199,7 +223,9 @@ def read_settings(config: pytest.Config) -> Settings:
         architectures=architectures,
         model_uri=model_uri,
         experiment=opt("--experiment") or config.getini("robustness_experiment") or default_experiment_name(dataset),
-        mlflow_uri=opt("--mlflow-uri") or default_tracking_uri(),
+        mlflow_uri=_tracking_uri_and_source(config)[0],
+        mlflow_uri_source=_tracking_uri_and_source(config)[1],
+        mlflow_timeout=_positive_seconds(*_option_or_ini(config, "--mlflow-timeout", "robustness_mlflow_timeout")),
         seed=_int(*_option_or_ini(config, "--robustness-seed", "robustness_seed")),
         gpu=bool(opt("--gpu")),
         training=training,
