@@ -15,7 +15,8 @@ from .settings import Settings, add_options, read_settings
 
 # reporting first: fixtures imports it, and a plugin must be registered before
 # another module imports it, or pytest cannot assertion-rewrite it.
-pytest_plugins = ["pytest_robustness.reporting", "pytest_robustness.gating", "pytest_robustness.fixtures", "pytest_robustness.sweeps"]
+pytest_plugins = ["pytest_robustness.reporting", "pytest_robustness.gating", "pytest_robustness.transfer",
+                  "pytest_robustness.fixtures", "pytest_robustness.sweeps", "pytest_robustness.ordering"]
 
 # Noise from our dependencies, not from the user's code.
 DEPENDENCY_WARNINGS = (
@@ -30,6 +31,7 @@ MARKERS = {
     "fgm": "Fast Gradient Method evasion attack cells",
     "patch": "adversarial patch attack cells",
     "defense": "cells that evaluate a defense",
+    "transfer": "examples crafted on one model, judged on another (source-to-target pairs)",
     "gpu": "needs a GPU: skipped unless --gpu",
     "slow": "slow on CPU (large architectures, adversarial training); deselect with -m 'not slow'",
     **{name: f"cells on the {name} architecture" for name in ARCHITECTURES},
@@ -91,8 +93,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     (``test_fgm[le_net-linf-eps0.3]``); each cell carries its architecture marker,
     and ``slow`` for the large ones.
     """
-    if "architecture" not in metafunc.fixturenames:
-        return
+    if "architecture" not in metafunc.fixturenames or "source_architecture" in metafunc.fixturenames:
+        return  # transfer tests: transfer.py parametrises (source, target) pairs
     names = settings_of(metafunc.config).architectures
     params = [pytest.param(name, id=name, marks=[getattr(pytest.mark, name)]
                            + ([pytest.mark.slow] if ARCHITECTURES[name].slow else [])) for name in names]

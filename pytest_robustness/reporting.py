@@ -21,6 +21,7 @@ from filelock import FileLock
 
 from . import __version__, tracking
 from .errors import RobustnessUsageError
+from .progress import terminal_progress
 from .server_health import GuardedClient, TrackingFault, require_tracking_server
 
 SESSION_KEY = pytest.StashKey["Any"]()
@@ -93,7 +94,7 @@ def robustness_session(config: pytest.Config):
     _attach_session_run(config, tracker, settings)
     from .gating import thresholds_of
 
-    session = RobustnessSession(settings, tracker, "/CPU:0", thresholds_of(config))
+    session = RobustnessSession(settings, tracker, "/CPU:0", thresholds_of(config), terminal_progress(config))
     if settings.gpu:
         session.tensorflow()
     config.stash[SESSION_KEY] = session

@@ -25,7 +25,7 @@ from .architectures import get_architecture
 from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
 from .classifiers import make_classifier
-from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, freeze, load_dataset
+from .datasets import Dataset, content_digest, dataset_key, freeze, load_dataset
 from .model_registry import (
     RegisteredModel,
     find_or_train,
@@ -34,6 +34,7 @@ from .model_registry import (
     resolve_model_version,
     training_digest,
 )
+from .progress import Progress, log_progress
 from .server_health import health
 from .settings import Settings
 from .thresholds import ThresholdTable
@@ -51,10 +52,15 @@ Recipe = Callable[["RobustnessSession", Any, str, TrainingParams], dict[str, flo
 
 def plain_training(session: "RobustnessSession", model, architecture: str, params: TrainingParams) -> dict[str, float]:
     data = session.dataset
-    return fit(model, data.x_train, data.y_train, params, data.n_classes, session.settings.seed)
+    return fit(model, data.x_train, data.y_train, params, data.n_classes, session.settings.seed,
+               progress=lambda epoch, loss, seconds: session.progress(
+                   f"training {architecture}: epoch {epoch}/{params.epochs:g}, loss {loss:.4f}, {seconds:.1f} s"))
 
 
 TRAINING_RECIPES: dict[str, tuple[Recipe, dict[str, Any]]] = {"": (plain_training, {})}
+
+# Attacks that take longer than this get a progress line.
+LONG_STEP_SECONDS = 2.0
 
 # Not a recipe: the model slot of --baseline-uri, so the baseline shares every memo and cache.
 BASELINE = "@baseline"
@@ -141,13 +147,15 @@ class AttackRun:
 
 class RobustnessSession:
     def __init__(self, settings: Settings, tracker: tracking.Tracker, device: str = "/CPU:0",
-                 thresholds: ThresholdTable | None = None):
+                 thresholds: ThresholdTable | None = None, progress: Progress = log_progress):
         self.settings = settings
+        self.progress = progress  # one line per step of long work: training, PGD training, patches
         self.tracker = tracker
         self.device = device
         self._dataset: Dataset | None = None
         self._models: dict[tuple[str, str], RegisteredModel] = {}
         self._classifiers: dict[tuple[str, str], Any] = {}
+        self._defended_models: dict[tuple[str, str, str], Any] = {}
         self._attack_runs: dict[tuple, AttackRun] = {}
         self._predictions: dict[str, np.ndarray] = {}
         self._deployments: dict[tuple, Any] = {}
@@ -155,6 +163,7 @@ class RobustnessSession:
         self.cache = ArrayCache(settings.cache_dir / "arrays", settings.cache_mode)
         self.thresholds = thresholds or ThresholdTable(default_max_regression=settings.max_regression)
         self._tf = None
+        self.training_seconds = 0.0  # wall time this process spent training models (a phase of its own)
         self._device_scopes: list[contextlib.ExitStack] = []
 
     # -- TensorFlow, on first use -------------------------------------------------------------
@@ -196,23 +205,24 @@ class RobustnessSession:
         return self._dataset
 
     def _load_dataset(self) -> Dataset:
-        """Built-in data is a pure function of its name and the seed: its split is cached.
-
-        Users' folders and files are read each session (their content may change).
+        """Built-in data (its name and the seed) and folders (their listing and the image size) are cached:
+        decoding thousands of image files is the slow part. An .npz is read directly (as fast as the cache).
         """
-        spec, seed = self.settings.dataset, self.settings.seed
-        if spec not in BUILTIN_DATASETS:
-            return load_dataset(spec, seed)
+        spec, seed, image_size = self.settings.dataset, self.settings.seed, self.settings.image_size
+        key = dataset_key(spec, seed, image_size)
+        if key is None:
+            return load_dataset(spec, seed, image_size)
 
         def split() -> dict[str, np.ndarray]:
-            data = load_dataset(spec, seed)
+            data = load_dataset(spec, seed, image_size)
             return {"x_train": data.x_train, "y_train": data.y_train, "x_test": data.x_test, "y_test": data.y_test,
                     "class_names": np.array(data.class_names), "digest": np.array(data.digest),
-                    "source": np.array(data.source)}
+                    "source": np.array(data.source), "name": np.array(data.name)}
 
-        arrays = self.memoised(("dataset", spec, seed, DATASETS_VERSION), split)
-        return Dataset(spec, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                       tuple(str(c) for c in arrays["class_names"]), str(arrays["source"]), str(arrays["digest"]))
+        arrays = self.memoised(key, split)
+        return Dataset(str(arrays["name"]) if "name" in arrays else spec, arrays["x_train"], arrays["y_train"],
+                       arrays["x_test"], arrays["y_test"], tuple(str(c) for c in arrays["class_names"]),
+                       str(arrays["source"]), str(arrays["digest"]))
 
     def eval_set(self, architecture: str, samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The first N test images: views, never copies, of the one loaded test set."""
@@ -241,10 +251,16 @@ class RobustnessSession:
         name = registered_model_name(self.settings.experiment, architecture, recipe or None)
         identity = dict(architecture=architecture, recipe=recipe, recipe_params=recipe_params,
                         training=params.as_dict(), dataset=data.digest, seed=self.settings.seed)
+        if recipe:  # a recipe's trainer (ART's or the compiled one) makes other weights
+            identity["trainer"] = self.settings.attack_backend
         digest = training_digest(**identity)
 
         def train():
-            return self._train_and_register(name, architecture, recipe, recipe_fn, params)
+            started = time.perf_counter()
+            try:
+                return self._train_and_register(name, architecture, recipe, recipe_fn, params)
+            finally:
+                self.training_seconds += time.perf_counter() - started
 
         return find_or_train(
             self.tracker.client, name=name, digest=digest, lock_dir=self.settings.cache_dir / "locks", train=train,
@@ -267,7 +283,7 @@ class RobustnessSession:
             model = get_architecture(architecture).build(data.input_shape, data.n_classes)
             compile_model(model, params)
             self.tracker.log_params(run_id, {**params.as_dict(), "model_architecture": architecture,
-                                             "recipe": recipe or "standard", "dataset": data.source,
+                                             "recipe": recipe or "standard", **data.params,
                                              "dataset_digest": data.digest, "seed": self.settings.seed})
             metrics = recipe_fn(self, model, architecture, params)
             x_test, y_test = data.x_test, keras.utils.to_categorical(data.y_test, data.n_classes)
@@ -327,18 +343,31 @@ class RobustnessSession:
                                                      preprocessing_defences=defences() if callable(defences) else defences)
         return self._classifiers[key]
 
+    def defended_model(self, architecture: str, recipe: str, defence_key: str, defence) -> Any:
+        """The registered model behind ``defence`` (a TensorFlow function) with BPDA gradients, built once
+        per defence: compiled kernels are cached on the model they attack."""
+        key = (architecture, recipe, defence_key)
+        if key not in self._defended_models:
+            self.tensorflow()
+            from .attacks.defense_kernels import bpda_model
+
+            self._defended_models[key] = bpda_model(self.model(architecture, recipe).model, defence)
+        return self._defended_models[key]
+
     # -- attacks ---------------------------------------------------------------------------
     def attack_run(self, architecture: str, attack: str, params: dict[str, Any], x: np.ndarray, *,
-                   recipe: str = "", classifier=None, defence_key: str = "") -> AttackRun:
+                   recipe: str = "", classifier=None, defence_key: str = "",
+                   attack_model: Callable[[], Any] | None = None) -> AttackRun:
         """Adversarial examples, from memory, the disk cache, or by running the attack once.
 
-        With defences on the classifier (the adaptive threat model) the ART
-        backend is used: its BPDA gradients through the defence are the reference.
+        With defences on the classifier (the adaptive threat model) the compiled kernels
+        attack ``attack_model()`` (the model behind the defence's TensorFlow form, with BPDA
+        gradients); a defence without one runs on the ART backend, whose BPDA is the reference.
         """
         registered = self.model(architecture, recipe)
         spec = get_attack(attack)
         resolved = spec.generation_params(spec.resolve(params))  # deployment parameters never key generation
-        backend = "art" if defence_key else self.settings.attack_backend
+        backend = "art" if defence_key and attack_model is None else self.settings.attack_backend
         key = (registered.uri, self.model_digest(architecture, recipe), attack, tuple(sorted(resolved.items())),
                content_digest(x), self.settings.seed, backend, defence_key)
         if key in self._attack_runs:
@@ -354,7 +383,8 @@ class RobustnessSession:
             from .attacks.base import seed_everything
 
             target = AttackTarget(unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe),
-                                  registered.model, self.settings.seed, self.dataset.n_classes)
+                                  attack_model() if attack_model is not None and backend != "art" else registered.model,
+                                  self.settings.seed, self.dataset.n_classes)
             seed_everything(self.settings.seed)
             started = time.perf_counter()
             output = spec.generator(backend)(target, x, resolved)
@@ -363,6 +393,8 @@ class RobustnessSession:
             freeze(run.x_adv)
             log.info("%s on %s (%s backend, %d images) took %.2f s", attack, registered.uri, backend, len(x),
                      run.seconds)
+            if run.seconds >= LONG_STEP_SECONDS:
+                self.progress(f"{attack} on {registered.uri} ({backend}, {len(x)} images): {run.seconds:.1f} s")
             self.cache.put(cache_key, x_adv=run.x_adv, **{k: np.asarray(v) for k, v in run.artifacts.items()},
                            **{f"param__{k}": np.asarray(v) for k, v in run.extra_params.items()})
         self._attack_runs[key] = run
