@@ -174,9 +174,13 @@ def test_server_going_away_mid_session_loses_nothing(pytester, server, monkeypat
     monkeypatch.setenv("KILL_SERVER_GROUP", str(server.process.pid))
     monkeypatch.setenv("KILL_SERVER_PORT", str(server.port))
     # its own process, which ends like any CI job's: the next session finds its session run orphaned
-    first = pytester.runpytest_subprocess(*TINY, "--mlflow-uri", server.url, "--junitxml", "first.xml")
+    started = time.monotonic()
+    first = pytester.runpytest_subprocess(*TINY, "--mlflow-uri", server.url, "--junitxml", "first.xml",
+                                          timeout=200)  # MLflow's own retries would take 4 minutes per call
+    first_seconds = time.monotonic() - started
     assert refuses(server.port)
     output = first.stdout.str()
+    assert "Max retries exceeded" not in output  # no unguarded call retried, even at session end
     # The first cell was logged; the two after the server went away each report one line.
     assert first.ret == pytest.ExitCode.TESTS_FAILED
     first.assert_outcomes(passed=3, errors=2)
@@ -199,6 +203,8 @@ def test_server_going_away_mid_session_loses_nothing(pytester, server, monkeypat
         assert "is not answering" in case.find("error").get("message")
         assert float(case.get("time")) < 20  # bounded retries, then at once: not minutes per test
 
+    # the training and three cells, plus seconds of bounded retries once: not minutes of retries per call
+    assert first_seconds < 150
     server.stop()
     server.start()  # the same store, on the same port
     monkeypatch.delenv("KILL_SERVER_GROUP")
