@@ -237,9 +237,13 @@ class Robustness(TransferCell):
             self.run_id = tracker.start_child_run(self.item.name, {
                 "robustness.nodeid": self.item.nodeid, "robustness.architecture": self.architecture,
                 "robustness.kind": "test"}, buffered=True)
+            _, _, input_range = self.session.adaptation(self.architecture)
+            model_output = self.session.model_output(self.architecture)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
                                              **self.session.dataset.params,
-                                             "attack_backend": self.session.settings.attack_backend})
+                                             "attack_backend": self.session.settings.attack_backend,
+                                             "model_output": model_output,
+                                             "input_range": ",".join(f"{v:g}" for v in input_range)})
         return self.run_id
 
     def record(self, name: str, value: Any) -> None:
@@ -266,6 +270,12 @@ class Robustness(TransferCell):
         result = self._craft(spec, spec.resolve(params), recipe=recipe)
         self.log_result(result)
         return result
+
+    def measure(self, name: str, recipe: str = "", **params: Any) -> AttackResult:
+        """Attack ``name``'s result (shared memo and cache), not logged: to compare another cell's
+        result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s."""
+        spec = get_attack(name)
+        return self._craft(spec, spec.resolve(params), recipe=recipe)
 
     def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
                defence_key: str = "", attack_model=None) -> AttackResult:
@@ -322,7 +332,7 @@ class Robustness(TransferCell):
         spec = get_defense(defense)
         attack = get_attack(result.attack)
         attack_params = attack.resolve({k: v for k, v in result.params.items() if k in attack.schema})
-        recipe = spec.recipe(resolved) if spec.recipe is not None else base_recipe
+        recipe = spec.training_recipe(resolved) or base_recipe  # adversarial training, apply_fit: own model
         key = spec.key(resolved) if spec.preprocessor is not None else ""
         # Built on first use: a cached result needs neither the model nor the defense.
         classifier = self.session.lazy_classifier(
@@ -439,7 +449,7 @@ class Robustness(TransferCell):
         cell = Cell(result.attack, result.params, self.architecture, result.defense, result.threat_model,
                     result.source_architecture)
         bounds = self.session.thresholds.bounds_for(cell, result.metrics, floors)
-        baseline = self.baseline_metrics(result) if settings.baseline_uri else None
+        baseline = self.baseline_metrics(result) if settings.baseline_uri_for(self.architecture) else None
         if baseline is not None:
             tolerance, origin = self.session.thresholds.max_regression_for(cell)
             uri = self.registered_model(BASELINE).uri
@@ -475,7 +485,7 @@ class Robustness(TransferCell):
             return self._craft(spec, resolved, recipe=BASELINE).metrics
         from .defenses import get_defense
 
-        if result.undefended is None or get_defense(result.defense).recipe is not None:
+        if result.undefended is None or get_defense(result.defense).training_recipe(result.defense_params):
             return None  # adversarially trained variants are derived from the candidate: no baseline cell
         base = self._craft(spec, resolved, recipe=BASELINE)
         return self._defend(base, result.defense, result.threat_model, result.defense_params, BASELINE).metrics

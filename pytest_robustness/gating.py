@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from .registry import registry_of
 from .thresholds import ThresholdTable, load_table
 
 TABLE_KEY = pytest.StashKey[ThresholdTable]()
@@ -69,7 +70,8 @@ def pytest_configure(config: pytest.Config) -> None:
     if SETTINGS_KEY not in config.stash:
         return
     settings = config.stash[SETTINGS_KEY]
-    config.stash[TABLE_KEY] = load_table(settings.thresholds_file, config.rootpath, settings.max_regression)
+    config.stash[TABLE_KEY] = load_table(settings.thresholds_file, config.rootpath, settings.max_regression,
+                                         registry_of(config), tuple(sorted(settings.model.user_architectures)))
     config.stash[GATE_KEY] = Gate()
     config.pluginmanager.register(config.stash[GATE_KEY], "robustness-gate")
 
@@ -123,15 +125,20 @@ def _split(uri: str) -> tuple[str, str]:
 
 
 def _promote(client, alias: str | None, candidates: list[str], gate: Gate, exitstatus: int) -> str:
+    """Each candidate whose every cell passed gets the alias; a failure outside the cells blocks them all."""
     if not alias:
         return ""
-    if gate.failed or exitstatus != 0:
+    failing = sorted({c.candidate for c in gate.cells if not c.passed})
+    passing = [uri for uri in candidates if uri not in failing]
+    stray = [nodeid for nodeid in gate.failed if nodeid not in {c.nodeid for c in gate.cells}]
+    if stray or not passing or (exitstatus != 0 and not gate.failed):
         reasons = f"{len(gate.failed)} test(s) failed" if gate.failed else f"pytest exit status {int(exitstatus)}"
         return f"nothing promoted to @{alias}: {reasons}"
-    for uri in candidates:
+    for uri in passing:
         name, version = _split(uri)
         client.set_registered_model_alias(name, alias, version)
-    return "promoted " + ", ".join(f"{uri} -> @{alias}" for uri in candidates)
+    decision = "promoted " + ", ".join(f"{uri} -> @{alias}" for uri in passing)
+    return decision + (f"; not promoted (failed cells): {', '.join(failing)}" if failing else "")
 
 
 # -- the summary table ---------------------------------------------------------------------------

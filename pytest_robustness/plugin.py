@@ -10,7 +10,9 @@ import warnings
 
 import pytest
 
-from .architectures import ARCHITECTURES
+from . import hookspecs
+from .architectures import ARCHITECTURES, get_architecture, known_architectures
+from .registry import activate_registry
 from .settings import Settings, add_options, read_settings
 
 # reporting first: fixtures imports it, and a plugin must be registered before
@@ -30,6 +32,7 @@ SETTINGS_KEY = pytest.StashKey[Settings]()
 MARKERS = {
     "fgm": "Fast Gradient Method evasion attack cells",
     "patch": "adversarial patch attack cells",
+    "evasion": "iterative, optimisation and black-box evasion attack cells (PGD, CW-L2, DeepFool, Square)",
     "defense": "cells that evaluate a defense",
     "transfer": "examples crafted on one model, judged on another (source-to-target pairs)",
     "gpu": "needs a GPU: skipped unless --gpu",
@@ -42,16 +45,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """``pytest_robustness_register(registry)``: conftest.py files and plugins register attacks & co."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
     for line in DEPENDENCY_WARNINGS:
         config.addinivalue_line("filterwarnings", line)
+    activate_registry(config)  # before the settings: they name registered architectures and datasets
     if config.option.help or config.option.markers or getattr(config.option, "showfixtures", False):
         return
     settings = read_settings(config)
     config.stash[SETTINGS_KEY] = settings
+    for name in set(settings.architectures) - set(ARCHITECTURES):  # a user's model, named by --model-uri ARCH=URI
+        config.addinivalue_line("markers", f"{name}: cells on the {name} model")
     check_environment(settings)
 
 
@@ -64,21 +75,18 @@ def check_environment(settings: Settings) -> None:
         from .devices import require_gpus
 
         require_gpus()
-    uris = {"--model-uri": settings.model_uri, "--baseline-uri": settings.baseline_uri}
-    if settings.mlflow_uri_source == "--mlflow-uri" or any(uris.values()):
+    if settings.mlflow_uri_source == "--mlflow-uri" or settings.model_uris or settings.baseline_uris:
         # an environment's MLFLOW_TRACKING_URI alone is probed when a test first needs MLflow
         from .server_health import require_tracking_server
 
         require_tracking_server(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
-    if any(uris.values()):
-        from .model_registry import check_model_uri
+    if settings.model_uris or settings.baseline_uris or settings.model.model_file:
+        from .model_checks import check_models
 
         with warnings.catch_warnings():  # pytest's filterwarnings do not cover start-up
             for line in DEPENDENCY_WARNINGS:
                 warnings.filterwarnings("ignore", message=line.split(":")[1])
-            for option, uri in uris.items():
-                if uri:
-                    check_model_uri(uri, settings.mlflow_uri, option)
+            check_models(settings)
 
 
 def settings_of(config: pytest.Config) -> Settings:
@@ -97,7 +105,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # transfer tests: transfer.py parametrises (source, target) pairs
     names = settings_of(metafunc.config).architectures
     params = [pytest.param(name, id=name, marks=[getattr(pytest.mark, name)]
-                           + ([pytest.mark.slow] if ARCHITECTURES[name].slow else [])) for name in names]
+                           + ([pytest.mark.slow] if name in known_architectures() and get_architecture(name).slow
+                              else [])) for name in names]
     metafunc.parametrize("architecture", params)
 
 

@@ -176,11 +176,14 @@ def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound]) -> list[s
 
 
 # -- loading -------------------------------------------------------------------------------------
-def load_table(path: Path | None, rootdir: Path, default_max_regression: float) -> ThresholdTable:
+def load_table(path: Path | None, rootdir: Path, default_max_regression: float, registry: Any = None,
+               architectures: tuple[str, ...] = ()) -> ThresholdTable:
     """``--thresholds FILE``, else ``[tool.robustness]`` of the project's pyproject.toml, else empty.
 
     Every key is validated now, so a typo fails at start-up naming the file,
-    the entry and the allowed names, not after an hour of attacks.
+    the entry and the allowed names, not after an hour of attacks. Attack, defense and
+    architecture names are those of ``registry`` (the session's; default: the built-ins);
+    ``architectures`` are names of given models (``--model-uri ARCH=URI``) that selectors may use too.
     """
     if path is not None:
         if not path.is_file():
@@ -195,7 +198,8 @@ def load_table(path: Path | None, rootdir: Path, default_max_regression: float) 
         return ThresholdTable(default_max_regression=default_max_regression)
     if not isinstance(raw, list):
         raise RobustnessUsageError(f"{where}: 'thresholds' must be an array of tables ([[thresholds]])")
-    return ThresholdTable([_entry(where, i + 1, item) for i, item in enumerate(raw)], default_max_regression)
+    return ThresholdTable([_entry(where, i + 1, item, registry, architectures) for i, item in enumerate(raw)],
+                          default_max_regression)
 
 
 def _read(path: Path) -> dict:
@@ -212,17 +216,21 @@ def known_metrics() -> list[str]:
     return list(KNOWN_METRICS)
 
 
-def _entry(where: Path, number: int, item: Any) -> Entry:
-    from .architectures import ARCHITECTURES
-    from .attacks import ATTACKS
-    from .defenses import DEFENSES
+def _entry(where: Path, number: int, item: Any, registry: Any = None, architectures: tuple[str, ...] = ()) -> Entry:
+    if registry is not None:
+        ATTACKS, DEFENSES, ARCHITECTURES = registry.attacks, registry.defenses, registry.architectures  # noqa: N806
+    else:
+        from .architectures import ARCHITECTURES
+        from .attacks import ATTACKS
+        from .defenses import DEFENSES
 
     label = f"{where}: thresholds entry {number}"
     if not isinstance(item, dict):
         raise RobustnessUsageError(f"{label}: expected a table")
     selectors = {k: item[k] for k in SELECTORS if k in item}
     metrics = known_metrics()
-    choices = {"attack": list(ATTACKS), "architecture": list(ARCHITECTURES), "source_architecture": [*ARCHITECTURES, "baseline"],
+    known = list(dict.fromkeys([*ARCHITECTURES, *architectures]))  # ours and the given models' names
+    choices = {"attack": list(ATTACKS), "architecture": known, "source_architecture": [*known, "baseline"],
                "defense": ["none", *DEFENSES],
                "threat_model": list(THREAT_MODELS)}
     for key, allowed in choices.items():
