@@ -317,6 +317,9 @@ DEFENSES: dict[str, Defense] = {
             "sigma": numeric(0.1, 0, low_open=True, id_prefix="sigma", doc="standard deviation of the noise"),
             "ratio": numeric(1.0, 0, low_open=True, doc="with augmentation: noisy copies added per sample"),
             "augmentation": flag(False, doc="add noisy copies instead of replacing (fit only)"),
+            # Randomised at prediction: adaptive gradients average this many draws (Expectation over
+            # Transformation) and defended accuracy is the mean of this many prediction draws.
+            "eot_samples": numeric(8, 1, integer=True, id_prefix="eot", doc="noise draws per gradient and accuracy"),
             **APPLY,
         }, preprocessor=_gaussian_augmentation, constraints=(_augmentation_only_on_fit,),
             doc="ART GaussianAugmentation: Gaussian noise on the inputs"),

@@ -33,6 +33,8 @@ class CellOutcome:
     baseline: float | None
     passed: bool
     nodeid: str
+    ci: tuple[float, float] | None = None  # adversarial accuracy's 95% Wilson interval
+    note: str = ""  # e.g. too few images to resolve the baseline tolerance
 
 
 @dataclass
@@ -56,7 +58,9 @@ class Gate:
             column=str(props["robustness.column"]), value=float(props["robustness.value"]),
             candidate=str(props["robustness.candidate"]),
             baseline=float(props["robustness.baseline_value"]) if "robustness.baseline_value" in props else None,
-            passed=report.nodeid not in self.failed, nodeid=report.nodeid))
+            passed=report.nodeid not in self.failed, nodeid=report.nodeid,
+            ci=(float(props["robustness.value_ci_low"]), float(props["robustness.value_ci_high"]))
+            if "robustness.value_ci_low" in props else None, note=str(props.get("robustness.resolution", ""))))
 
 
 def thresholds_of(config: pytest.Config) -> ThresholdTable:
@@ -161,6 +165,8 @@ def _text(cell: CellOutcome | None) -> str:
     if cell is None:
         return ""
     text = f"{cell.value:.3f}"
+    if cell.ci is not None:
+        text += f" [{cell.ci[0]:.2f}, {cell.ci[1]:.2f}]"
     if cell.baseline is not None:
         text += f" ({cell.value - cell.baseline:+.3f})"
     return text + ("" if cell.passed else " FAIL")
@@ -172,9 +178,10 @@ def summary_lines(cells: list[CellOutcome]) -> list[str]:
         header = ["attack", *columns]
         body = [[row, *(_text(grid.get((row, col))) for col in columns)] for row in rows]
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-        lines.append(f"{architecture}: adversarial accuracy (delta vs baseline); FAIL marks failing cells")
+        lines.append(f"{architecture}: adversarial accuracy [95% interval] (delta vs baseline); FAIL marks failing cells")
         for r in [header, *body]:
             lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    lines += [f"too few images: {c.nodeid}: {c.note}" for c in cells if c.note]
     return lines
 
 

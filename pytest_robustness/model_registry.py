@@ -27,16 +27,36 @@ from .errors import RobustnessUsageError
 from .model_loading import SIGNATURE_TAG, decode_signature, encode_signature, load_registered_keras, model_signature
 
 DIGEST_TAG = "robustness.training_digest"
-WEIGHTS_TAG = "robustness.weights_digest"
+# Weights and layer structure (its predecessor, robustness.weights_digest, hashed the weights only:
+# a saturated-softmax or quantised copy of a model shared its cache entries).
+WEIGHTS_TAG = "robustness.model_digest"
 PIP_REQUIREMENTS = ["tensorflow-cpu>=2.21,<2.22", "keras>=3.10,<4"]  # what our registered models need
 MODEL_URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))$")
 
 
+# Layer settings that change what a model computes without changing its weights.
+STRUCTURE_KEYS = ("activation", "scale", "offset", "units", "filters", "kernel_size", "strides", "padding",
+                  "pool_size", "rate", "axis", "height", "width", "interpolation", "data_format")
+
+
+def _structure(model) -> list:
+    """Each layer's class and computing settings, nested models flattened: two models with the same
+    weights but another head (a softmax on logits x 100) or an extra layer (an input quantiser) differ."""
+    found = []
+    for layer in getattr(model, "layers", ()):
+        config = layer.get_config() if hasattr(layer, "get_config") else {}
+        found.append((type(layer).__name__, {k: config[k] for k in STRUCTURE_KEYS if k in config}))
+        found.extend(_structure(layer))
+    return found
+
+
 def weights_digest(model) -> str:
-    """Content address of a model: its weights, whatever registry version number it got."""
+    """Content address of a model: its weights and layer structure, whatever registry version number it got."""
+    import json
+
     import numpy as np
 
-    h = hashlib.sha256()
+    h = hashlib.sha256(json.dumps(_structure(model), sort_keys=True, default=str).encode())
     for w in model.weights:
         h.update(np.ascontiguousarray(w.numpy()).tobytes())
     return h.hexdigest()[:16]

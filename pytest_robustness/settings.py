@@ -23,6 +23,7 @@ from .errors import RobustnessUsageError
 from .training import TrainingParams
 
 CACHE_MODES = ("readwrite", "read", "write", "off")
+GRADIENT_MASKING_MODES = ("fail", "warn", "off")
 GROUP = "robustness"
 
 
@@ -82,6 +83,14 @@ def add_options(parser: pytest.Parser) -> None:
                    help="tolerated absolute drop against the baseline [ini: robustness_max_regression; default 0.02]")
     gate.addoption("--promote", default=None, metavar="ALIAS",
                    help="give this registry alias to each candidate model version whose cells all passed")
+    gate.addoption("--significance", default=None, metavar="ALPHA",
+                   help="a baseline regression must also be significant at this level (exact McNemar test) "
+                        "[ini: robustness_significance; default 0.05]")
+    gate.addoption("--gradient-masking", default=None, metavar="MODE",
+                   help=f"a cell whose model fails a gradient-masking check: {', '.join(GRADIENT_MASKING_MODES)} "
+                        "(fail it, warn, or skip the checks) [ini: robustness_gradient_masking; default fail]")
+    parser.addini("robustness_significance", "default --significance", default="0.05")
+    parser.addini("robustness_gradient_masking", "default --gradient-masking", default="fail")
 
     parser.addini("robustness_max_regression", "default --max-regression", default="0.02")
     parser.addini("robustness_dataset", "default --dataset", default="mnist")
@@ -137,6 +146,8 @@ class Settings:
     def baseline_uri_for(self, architecture: str) -> str | None:
         found = dict(self.baseline_uris)
         return found.get(architecture, found.get(""))
+    significance: float = 0.05
+    gradient_masking: str = "fail"
 
     def training_for(self, architecture: str) -> TrainingParams:
         overrides = dict(get_architecture(architecture).training_overrides)
@@ -263,6 +274,14 @@ def read_settings(config: pytest.Config) -> Settings:
     if promote is not None and not promote.replace("-", "").replace("_", "").isalnum():
         raise RobustnessUsageError(f"--promote {promote!r}: an alias is letters, digits, '-' and '_'")
 
+    significance_source, significance = _option_or_ini(config, "--significance", "robustness_significance")
+    try:
+        significance = float(significance)
+    except (TypeError, ValueError):
+        significance = float("nan")
+    if not 0 < significance < 1:
+        raise RobustnessUsageError(f"{significance_source} {config.getoption('--significance') or config.getini('robustness_significance')!r}: "
+                                   "expected a significance level strictly between 0 and 1, e.g. 0.05")
     attack_backend = _choice(*_option_or_ini(config, "--attack-backend", "robustness_attack_backend"), BACKENDS)
     cache_mode = _choice(*_option_or_ini(config, "--robustness-cache", "robustness_cache"), CACHE_MODES)
     cache_source, cache_dir = _option_or_ini(config, "--robustness-cache-dir", "robustness_cache_dir")
@@ -278,6 +297,9 @@ def read_settings(config: pytest.Config) -> Settings:
     validate_dataset_spec(dataset, image_size, option=dataset_source, cached=lambda parts: cache.has(cache.key(*parts)))
 
     return Settings(
+        significance=significance,
+        gradient_masking=_choice(*_option_or_ini(config, "--gradient-masking", "robustness_gradient_masking"),
+                                 GRADIENT_MASKING_MODES),
         thresholds_file=Path(opt("--thresholds")).resolve() if opt("--thresholds") else None,
         baseline_uris=model.baseline_uris,
         model=model,

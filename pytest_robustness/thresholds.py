@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .errors import RobustnessUsageError
+from .statistics import PROPORTIONS, wilson_interval
 
 SELECTORS = ("attack", "params", "defense", "threat_model", "architecture", "source_architecture")
 THREAT_MODELS = ("oblivious", "adaptive")
@@ -50,10 +51,23 @@ class Bound:
     op: str  # ">=" (a floor) or "<=" (a ceiling)
     value: float
     source: str  # e.g. "suite default" or "thresholds.toml entry 2"
+    # With a confidence level, the bound applies to the metric's Wilson interval (the lower end
+    # for a floor, the upper for a ceiling), not to the point estimate.
+    confidence: float | None = None
 
     def describe(self, actual: float) -> str:
         negated = {">=": "<", "<=": ">"}[self.op]
         return f"{self.metric} {actual:.4f} {negated} {self.value:.4f} ({self.source})"
+
+    def interval_end(self, actual: float, n: int) -> float:
+        low, high = wilson_interval(actual, n, self.confidence)
+        return low if self.op == ">=" else high
+
+    def describe_interval(self, actual: float, n: int) -> str:
+        negated = {">=": "<", "<=": ">"}[self.op]
+        end = "lower" if self.op == ">=" else "upper"
+        return (f"{self.metric} {self.confidence:g} {end} confidence bound {self.interval_end(actual, n):.4f} "
+                f"(observed {actual:.4f} on {n} images) {negated} {self.value:.4f} ({self.source})")
 
 
 @dataclass(frozen=True)
@@ -74,6 +88,7 @@ class Entry:
     bounds: Mapping[str, Mapping[str, Any]]  # metric -> {"min"| "max"| "relative_to"+"ratio"}
     max_regression: float | None
     source: str
+    confidence: float | None = None  # bounds of this entry apply to the metric's interval at this level
 
     @property
     def specificity(self) -> int:
@@ -120,7 +135,7 @@ class ThresholdTable:
         bounds = [Bound(metric, ">=", float(floor), "suite default")
                   for metric, floor in suite_floors.items() if metric not in chosen]
         for metric, (_, _, entry) in chosen.items():
-            bounds.append(_resolve(metric, entry.bounds[metric], values, entry.source))
+            bounds.append(_resolve(metric, entry.bounds[metric], values, entry.source, entry.confidence))
         return bounds
 
     def max_regression_for(self, cell: Cell) -> tuple[float, str]:
@@ -134,23 +149,26 @@ class ThresholdTable:
         return float(best[2].max_regression), best[2].source
 
 
-def _resolve(metric: str, spec: Mapping[str, Any], values: Mapping[str, float], source: str) -> Bound:
+def _resolve(metric: str, spec: Mapping[str, Any], values: Mapping[str, float], source: str,
+             confidence: float | None = None) -> Bound:
     if "relative_to" in spec:
         reference = values.get(spec["relative_to"], float("nan"))
         return Bound(metric, ">=", float(spec["ratio"]) * reference,
-                     f"{source}: {spec['ratio']:g} x {spec['relative_to']} {reference:.4f}")
+                     f"{source}: {spec['ratio']:g} x {spec['relative_to']} {reference:.4f}", confidence)
     if "max" in spec:
-        return Bound(metric, "<=", float(spec["max"]), source)
-    return Bound(metric, ">=", float(spec["min"]), source)
+        return Bound(metric, "<=", float(spec["max"]), source, confidence)
+    return Bound(metric, ">=", float(spec["min"]), source, confidence)
 
 
 # -- checking ------------------------------------------------------------------------------------
-def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound]) -> list[str]:
+def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound],
+                 sizes: Mapping[str, int] | None = None) -> list[str]:
     """Every violated bound as a message; the comparison itself is MLflow's model validation.
 
     Each bound becomes an absolute ``MetricThreshold`` (floor: greater is better;
     ceiling: lower is better) checked by ``mlflow.validate_evaluation_results``.
-    A missing or NaN metric is a violation.
+    A missing or NaN metric is a violation. A bound with a confidence level is checked
+    on the metric's Wilson interval over ``sizes[metric]`` images.
     """
     import logging
 
@@ -166,12 +184,15 @@ def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound]) -> list[s
             shown = "missing" if actual is None else f"{float(actual):.4f}"
             failures.append(f"{bound.metric} {shown}, needs {bound.op} {bound.value:.4f} ({bound.source})")
             continue
+        n = (sizes or {}).get(bound.metric)
+        checked = bound.interval_end(float(actual), n) if bound.confidence is not None and n else float(actual)
         threshold = MetricThreshold(threshold=bound.value, greater_is_better=bound.op == ">=")
         try:
             validate_evaluation_results({bound.metric: threshold},
-                                        EvaluationResult({bound.metric: float(actual)}, {}, run_id="robustness"))
+                                        EvaluationResult({bound.metric: checked}, {}, run_id="robustness"))
         except ModelValidationFailedException:
-            failures.append(bound.describe(float(actual)))
+            failures.append(bound.describe_interval(float(actual), n) if bound.confidence is not None and n
+                            else bound.describe(float(actual)))
     return failures
 
 
@@ -250,15 +271,26 @@ def _entry(where: Path, number: int, item: Any, registry: Any = None, architectu
     if max_regression is not None and (not isinstance(max_regression, (int, float)) or isinstance(max_regression, bool)
                                        or not math.isfinite(max_regression) or max_regression < 0):
         raise RobustnessUsageError(f"{label}: max_regression = {max_regression!r}; expected a number >= 0")
+    confidence = item.get("confidence")
+    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+                                   or not 0 < confidence < 1):
+        raise RobustnessUsageError(f"{label}: confidence = {confidence!r}; expected a level strictly between 0 "
+                                   "and 1, e.g. 0.95 (the interval's lower bound must clear each floor)")
     bounds = {}
     for key, value in item.items():
-        if key in SELECTORS or key == "max_regression":
+        if key in SELECTORS or key in ("max_regression", "confidence"):
             continue
         if key not in metrics:
             raise RobustnessUsageError(f"{label}: unknown key {key!r}; selectors: {', '.join(SELECTORS)}, "
-                                       f"max_regression, or a metric: {', '.join(metrics)}")
+                                       f"max_regression, confidence, or a metric: {', '.join(metrics)}")
         bounds[key] = _bound_spec(label, key, value, metrics)
-    return Entry(selectors, bounds, max_regression, f"{where.name} entry {number}")
+    if confidence is not None:
+        unfit = [k for k in bounds if k not in PROPORTIONS]
+        if unfit:
+            raise RobustnessUsageError(f"{label}: confidence applies to proportions of images "
+                                       f"({', '.join(PROPORTIONS)}); not to {', '.join(unfit)}")
+    return Entry(selectors, bounds, max_regression, f"{where.name} entry {number}",
+                 float(confidence) if confidence is not None else None)
 
 
 def metric_range(metric: str) -> tuple[float, float]:
