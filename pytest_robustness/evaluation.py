@@ -266,17 +266,18 @@ class Robustness(TransferCell):
         """One JUnit property on this test case (it travels with the report under xdist)."""
         self.item.user_properties.append((name, value))
 
+    # JUnit first, MLflow second: a fault of the tracking server loses nothing from the report.
     def log_metrics(self, values: Mapping[str, float], junit: bool = True) -> None:
-        self.session.tracker.log_metrics(self.ensure_run(), values)
         if junit:
             for name, value in values.items():
                 self.record(name, round(float(value), 6))
+        self.session.tracker.log_metrics(self.ensure_run(), values)
 
     def log_params(self, params: Mapping[str, Any], junit: bool = True) -> None:
-        self.session.tracker.log_params(self.ensure_run(), params)
         if junit:
             for name, value in params.items():
                 self.record(name, value)
+        self.session.tracker.log_params(self.ensure_run(), params)
 
     # -- attacks ---------------------------------------------------------------------------
     def attack(self, name: str, recipe: str = "", **params: Any) -> AttackResult:
@@ -439,13 +440,13 @@ class Robustness(TransferCell):
             **{f"{result.attack}.{k}": v for k, v in result.params.items()}}.items()}
         named = {(k if k in DEFENSE_METRICS else f"{prefix}{k}"): v for k, v in result.metrics.items()}
         tags = {f"robustness.{prefix}examples": result.run.reused or "computed"} if result.run is not None else {}
-        # One round trip to the tracking store per result, not one per kind of record.
-        self.session.tracker.log_batch(self.ensure_run(), params=params, metrics=named, tags=tags)
-        for name, value in params.items():
+        for name, value in params.items():  # the JUnit report first: it holds whatever MLflow loses
             self.record(name, value)
         for name, value in named.items():
             if name in JUNIT_METRICS or name.removeprefix(prefix) in JUNIT_METRICS:
                 self.record(name, round(float(value), 6))
+        # One round trip to the tracking store per result, not one per kind of record.
+        self.session.tracker.log_batch(self.ensure_run(), params=params, metrics=named, tags=tags)
         self.log_examples(result, prefix, undefended)
 
     def log_examples(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:

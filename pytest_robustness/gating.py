@@ -82,6 +82,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Controller, before the session run closes: verdict tags, promotion, the summary artifacts."""
+    from .server_health import TrackingFault
+
+    try:
+        _record_verdicts(session, exitstatus)
+    except TrackingFault as exc:  # the tracking server went away: say so once, promote nothing
+        session.config.stash[GATE_KEY].decision = f"nothing promoted, no verdicts recorded: {exc.msg}"
+    except OSError as exc:  # e.g. a full artifact store: the verdicts are recorded, the summary files are not
+        gate = session.config.stash[GATE_KEY]
+        gate.decision = "; ".join(filter(None, [gate.decision, f"summary table not stored in MLflow: {exc}"]))
+
+
+def _record_verdicts(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     gate = config.stash.get(GATE_KEY, None)
     if gate is None or hasattr(config, "workerinput") or not gate.cells:
@@ -91,8 +103,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from .plugin import settings_of
     from .reporting import session_run_id
 
+    from .server_health import GuardedClient
+
     settings = settings_of(config)
-    client = MlflowClient(settings.mlflow_uri)
+    client = GuardedClient(MlflowClient(settings.mlflow_uri), settings.mlflow_timeout)
     run_id = session_run_id(config)
     candidates = sorted({c.candidate for c in gate.cells})
     failed_by_model = {uri: [c.nodeid for c in gate.cells if c.candidate == uri and not c.passed] for uri in candidates}

@@ -189,8 +189,11 @@ def load_registered(client, name: str, version: str, prepare: Callable[[], Any] 
         tags = dict(client.get_model_version(name, str(version)).tags)
 
     def load():
+        from .server_health import health
+
         prepare()
-        model, needs_code = load_registered_keras(client.tracking_uri, name, str(version), trust_code)
+        with health(client.tracking_uri).guard(f"could not load models:/{name}/{version}"):
+            model, needs_code = load_registered_keras(client.tracking_uri, name, str(version), trust_code)
         if SIGNATURE_TAG not in tags:
             record_tag(client, name, str(version), SIGNATURE_TAG, encode_signature(model_signature(model, needs_code)))
         return model
@@ -226,11 +229,14 @@ def find_or_train(
     """The version tagged with ``digest`` (loaded lazily) or ``train`` (which logs and registers).
 
     ``train`` returns (keras model, the ModelInfo.registered_model_version, run id) and
-    runs inside the lock, so parallel workers never train the same model twice.
+    runs inside the lock, so parallel workers never train the same model twice, and
+    inside a claim in the registry (``training_claims``), so machines sharing it never do.
     """
+    from .training_claims import training_claim
+
     lock_dir.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_dir / f"{name}-{digest}.lock")):
-        existing = find_version(client, name, digest)
+    with FileLock(str(lock_dir / f"{name}-{digest}.lock")), \
+            training_claim(client, name, digest, lambda: find_version(client, name, digest)) as existing:
         if existing is not None:
             found = load_registered(client, name, str(existing.version), prepare, dict(existing.tags))
             found.training_run_id = existing.run_id

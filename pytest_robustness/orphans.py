@@ -46,6 +46,16 @@ def owner_tag(pid: int | None = None) -> dict[str, str]:
     return {OWNER_TAG: f"{machine}/{pid}/{started}"}
 
 
+def owner_gone(owner: str) -> bool:
+    """True when ``owner`` (an ``OWNER_TAG`` value) names a process of this machine that no longer runs;
+    False for a live one, another machine's, or an unreadable value."""
+    parts = owner.rsplit("/", 2)  # host/namespace, pid, start time
+    machine = _machine()
+    if machine is None or len(parts) != 3 or parts[0] != machine or not parts[1].isdigit():
+        return False
+    return _start_time(int(parts[1])) != parts[2]
+
+
 def close_orphaned_runs(client, experiment_id: str) -> list[str]:
     """Mark KILLED the experiment's RUNNING runs whose owner process on this machine is gone."""
     machine = _machine()
@@ -54,12 +64,10 @@ def close_orphaned_runs(client, experiment_id: str) -> list[str]:
     running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=50000)
     closed = []
     for run in running:
-        parts = run.data.tags.get(OWNER_TAG, "").rsplit("/", 2)  # host/namespace, pid, start time
-        if len(parts) != 3 or parts[0] != machine or not parts[1].isdigit():
-            continue  # another machine's (or untagged)
-        _, pid, started = parts
-        if _start_time(int(pid)) == started:
-            continue  # its owner still runs
+        owner = run.data.tags.get(OWNER_TAG, "")
+        if not owner_gone(owner):
+            continue  # its owner still runs, or is another machine's (or it is untagged)
+        pid = owner.rsplit("/", 2)[1]
         client.set_tag(run.info.run_id, CLOSED_TAG, f"a later session: process {pid} ended without closing it")
         client.set_terminated(run.info.run_id, status="KILLED")
         closed.append(run.info.run_id)

@@ -75,6 +75,11 @@ def check_environment(settings: Settings) -> None:
         from .devices import require_gpus
 
         require_gpus()
+    if settings.mlflow_uri_source == "--mlflow-uri" or settings.model_uris or settings.baseline_uris:
+        # an environment's MLFLOW_TRACKING_URI alone is probed when a test first needs MLflow
+        from .server_health import require_tracking_server
+
+        require_tracking_server(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
     if settings.model_uris or settings.baseline_uris or settings.model.model_file:
         from .model_checks import check_models
 

@@ -20,12 +20,15 @@ import pytest
 from filelock import FileLock
 
 from . import __version__, tracking
+from .errors import RobustnessUsageError
 from .progress import terminal_progress
+from .server_health import GuardedClient, TrackingFault, require_tracking_server
 
 SESSION_KEY = pytest.StashKey["Any"]()
 TOKEN_KEY = pytest.StashKey[str]()
 REPORTS_KEY = pytest.StashKey[dict]()
 SESSION_RUN_DONE = pytest.StashKey[tuple]()
+SESSION_FAULT = pytest.StashKey[str]()
 TOKEN_INPUT = "robustness_session_token"
 
 EXIT_STATUS = {pytest.ExitCode.OK: "FINISHED", pytest.ExitCode.INTERRUPTED: "KILLED"}
@@ -80,8 +83,14 @@ def robustness_session(config: pytest.Config):
     from .session import RobustnessSession
 
     settings = settings_of(config)
+    try:  # before anything is created; an MLFLOW_TRACKING_URI from the environment is first probed here
+        require_tracking_server(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
+    except RobustnessUsageError as exc:
+        if is_worker(config):
+            pytest.fail(str(exc), pytrace=False)
+        pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     mlflow.set_tracking_uri(settings.mlflow_uri)
-    tracker = tracking.Tracker(settings.mlflow_uri, settings.experiment)
+    tracker = tracking.Tracker(settings.mlflow_uri, settings.experiment, settings.mlflow_timeout)
     _attach_session_run(config, tracker, settings)
     from .gating import thresholds_of
 
@@ -140,13 +149,27 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     from mlflow.tracking import MlflowClient
 
+    from .plugin import settings_of
+
+    client = GuardedClient(MlflowClient(settings_of(config).mlflow_uri), settings_of(config).mlflow_timeout)
+    try:
+        _close_session_run(config, client, run_id, exitstatus)
+    except TrackingFault as exc:  # the server went away: the next session marks the run KILLED
+        config.stash[SESSION_FAULT] = f"MLflow session run {run_id} could not be closed: {exc.msg}"
+        _session_file(config).unlink(missing_ok=True)
+
+
+def _close_session_run(config: pytest.Config, client, run_id: str, exitstatus: int) -> None:
     from .orphans import close_orphaned_runs
     from .plugin import settings_of
 
-    client = MlflowClient(settings_of(config).mlflow_uri)
     xmlpath = config.option.xmlpath if hasattr(config.option, "xmlpath") else None
     if xmlpath and Path(xmlpath).is_file():
-        client.log_artifact(run_id, str(xmlpath))
+        try:
+            client.log_artifact(run_id, str(xmlpath))
+        except Exception as exc:  # noqa: BLE001 - e.g. a full artifact store: the run is still closed
+            client.set_tag(run_id, tracking.FAULT_TAG, f"JUnit XML not stored: {exc}"[:5000])
+            config.stash[SESSION_FAULT] = f"MLflow session run {run_id}: the JUnit XML could not be stored ({exc})"
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         counts = {k: len(v) for k, v in reporter.stats.items() if k in ("passed", "failed", "error", "skipped")}
@@ -185,6 +208,9 @@ def reuse_summary(client, settings, session_run_id: str) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if SESSION_FAULT in config.stash:
+        terminalreporter.write_sep("-", "pytest-robustness")
+        terminalreporter.write_line(config.stash[SESSION_FAULT])
     done = config.stash.get(SESSION_RUN_DONE, None)
     if done is None:
         return

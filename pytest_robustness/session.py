@@ -40,6 +40,7 @@ from .model_registry import (
     training_digest,
 )
 from .progress import Progress, log_progress
+from .server_health import health
 from .settings import Settings
 from .thresholds import ThresholdTable
 from .training import TrainingParams, compile_model, fit
@@ -306,7 +307,7 @@ class RobustnessSession:
             loss, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)
             self.tracker.log_metrics(run_id, {**metrics, "test_loss": loss, "test_accuracy": acc})
             mlflow.set_tracking_uri(self.settings.mlflow_uri)
-            with mlflow.start_run(run_id=run_id):
+            with health(self.settings.mlflow_uri).guard(f"could not register {name}"), mlflow.start_run(run_id=run_id):
                 info = mlflow.tensorflow.log_model(model, name="model", registered_model_name=name,
                                                    pip_requirements=PIP_REQUIREMENTS)
         except BaseException:

@@ -50,6 +50,9 @@ def add_options(parser: pytest.Parser) -> None:
                     help="MLflow experiment [ini: robustness_experiment; default: dataset name, 'mnist' for built-in]")
     group.addoption("--mlflow-uri", default=None, metavar="URI",
                     help="MLflow tracking URI [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory]")
+    group.addoption("--mlflow-timeout", default=None, metavar="SECONDS",
+                    help="seconds the start-up probe of an http(s) tracking server waits for it to answer "
+                         "[ini: robustness_mlflow_timeout; default 5]")
     # Integers are parsed in read_settings, not by argparse, so a bad value gets
     # the same one-line error whether it came from the command line or an ini key.
     group.addoption("--robustness-seed", default=None, metavar="SEED",
@@ -101,6 +104,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("robustness_attack_backend", "default --attack-backend", default="compiled")
     parser.addini("robustness_cache", "default --robustness-cache", default="readwrite")
     parser.addini("robustness_cache_dir", "default --robustness-cache-dir", default="")
+    parser.addini("robustness_mlflow_timeout", "default --mlflow-timeout", default="5")
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ class Settings:
     model_uris: tuple[tuple[str, str], ...] = ()  # (architecture, URI) of each registered candidate
     experiment: str = "mnist"
     mlflow_uri: str = ""
+    mlflow_uri_source: str = "--mlflow-uri"  # where the URI came from, for messages: option, env or default
+    mlflow_timeout: float = 5.0
     seed: int = 0
     gpu: bool = False
     training: TrainingParams = field(default_factory=TrainingParams)
@@ -223,6 +229,24 @@ def _cache_dir(option: str, path: Path) -> Path:
     return path
 
 
+def _positive_seconds(option: str, raw: Any) -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise RobustnessUsageError(f"{option} {raw!r}: expected a number of seconds > 0")
+    return value
+
+
+def _tracking_uri_and_source(config: pytest.Config) -> tuple[str, str]:
+    if config.getoption("--mlflow-uri"):
+        return config.getoption("--mlflow-uri"), "--mlflow-uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], "MLFLOW_TRACKING_URI"
+    return default_tracking_uri(), "default tracking URI"
+
+
 def read_settings(config: pytest.Config) -> Settings:
     opt = config.getoption
     dataset_source, dataset = _option_or_ini(config, "--dataset", "robustness_dataset")
@@ -265,6 +289,9 @@ def read_settings(config: pytest.Config) -> Settings:
     seed = _seed(*_option_or_ini(config, "--robustness-seed", "robustness_seed"))
     experiment = opt("--experiment") or config.getini("robustness_experiment") or default_experiment_name(dataset)
 
+    mlflow_uri, mlflow_uri_source = _tracking_uri_and_source(config)
+    mlflow_timeout = _positive_seconds(*_option_or_ini(config, "--mlflow-timeout", "robustness_mlflow_timeout"))
+
     # Last, as the slowest: the data itself (a folder is decoded, unless cached; an .npz read and checked).
     cache = ArrayCache(cache_dir / "arrays", cache_mode)
     validate_dataset_spec(dataset, image_size, option=dataset_source, cached=lambda parts: cache.has(cache.key(*parts)))
@@ -283,7 +310,9 @@ def read_settings(config: pytest.Config) -> Settings:
         architectures=architectures,
         model_uris=model.model_uris,
         experiment=experiment,
-        mlflow_uri=opt("--mlflow-uri") or default_tracking_uri(),
+        mlflow_uri=mlflow_uri,
+        mlflow_uri_source=mlflow_uri_source,
+        mlflow_timeout=mlflow_timeout,
         seed=seed,
         gpu=bool(opt("--gpu")),
         training=training,

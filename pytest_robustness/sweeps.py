@@ -86,9 +86,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     from .cache import ArrayCache
     from .plugin import settings_of
 
+    from .server_health import GuardedClient, TrackingUnavailable
+
     settings = settings_of(config)
     try:
-        write_sweep_plots(MlflowClient(settings.mlflow_uri), run_id,
+        write_sweep_plots(GuardedClient(MlflowClient(settings.mlflow_uri), settings.mlflow_timeout), run_id,
                           ArrayCache(settings.cache_dir / "arrays", settings.cache_mode))
+    except TrackingUnavailable:
+        pass  # the server is gone: the session run's own line says so
     except Exception as exc:  # noqa: BLE001 - a missing plot must not turn a green session red
         warnings.warn(f"pytest-robustness: FGM sweep plots not written: {exc}", stacklevel=1)

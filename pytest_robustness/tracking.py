@@ -9,20 +9,31 @@ A test's nested run is *buffered*: its params, metrics, tags and artifacts are
 collected in memory (artifacts in a staging folder) and written when the run
 ends, in one ``log_batch`` (chunked to MLflow's batch limits) and one
 ``log_artifacts``: a few round trips to the store per test instead of dozens.
+
+Faults (see ``server_health``): every call goes through a ``GuardedClient``. A
+test whose run cannot be created because the server is gone keeps a local
+buffer and creates the run when it ends if the server is back; a run whose
+records cannot be written ends FAILED where the store still answers, and the
+test reports one line saying what failed (its numbers are in the JUnit XML and
+the cache, so a re-run logs them without recomputing).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
 import socket
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
+
+from .server_health import GuardedClient, TrackingFault, TrackingUnavailable
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -32,6 +43,8 @@ MAX_PARAM_LENGTH = 6000
 # MLflow's log_batch limits: 100 params or tags, 1000 entities in all per request.
 MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
+OFFLINE_PREFIX = "offline-"  # a buffered run not created yet: the server was gone when it started
+FAULT_TAG = "robustness.logging_error"
 
 
 def _stringify(value: Any) -> str:
@@ -47,6 +60,7 @@ class RunBuffer:
     metrics: list = field(default_factory=list)  # mlflow.entities.Metric, in logging order
     tags: dict[str, str] = field(default_factory=dict)
     staging: tempfile.TemporaryDirectory | None = None
+    pending: dict[str, Any] | None = None  # offline: create_run's arguments, for when the server is back
 
     def stage(self, name: str, artifact_path: str | None = None) -> Path:
         """Where an artifact ``name`` (under ``artifact_path``) goes before the run's one upload."""
@@ -62,11 +76,11 @@ class RunBuffer:
 class Tracker:
     """The MLflow client of one pytest process, with the runs it opened."""
 
-    def __init__(self, tracking_uri: str, experiment: str):
+    def __init__(self, tracking_uri: str, experiment: str, probe_timeout: float | None = None):
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri)
+        self.client = GuardedClient(MlflowClient(tracking_uri), probe_timeout)
         self.experiment_name = experiment
         self.experiment_id: str | None = None
         self.session_run_id: str | None = None
@@ -134,23 +148,59 @@ class Tracker:
                     **owner_tag()}
         if self.session_run_id:
             all_tags[PARENT_RUN_TAG] = self.session_run_id
-        run = self.client.create_run(self.ensure_experiment(), run_name=name, tags=all_tags)
-        self.open_runs.add(run.info.run_id)
-        if buffered:
-            self.buffers[run.info.run_id] = RunBuffer()
-        return run.info.run_id
-
-    def end_run(self, run_id: str, status: str) -> None:
-        """status: FINISHED, FAILED or KILLED. A buffered run's records are written first; if that
-        fails, the run still ends (FAILED) and the error propagates."""
-        if run_id in self.open_runs:
-            self.open_runs.discard(run_id)
-            try:
-                self.flush(run_id)
-            except BaseException:
-                self.client.set_terminated(run_id, status="KILLED" if status == "KILLED" else "FAILED")
+        try:
+            run_id = self.client.create_run(self.ensure_experiment(), run_name=name, tags=all_tags).info.run_id
+        except TrackingUnavailable:
+            if not buffered:
                 raise
-            self.client.set_terminated(run_id, status=status)
+            # The test goes on (its results do not need the server); the run is created when it ends.
+            run_id = f"{OFFLINE_PREFIX}{uuid.uuid4().hex}"
+            pending = dict(run_name=name, tags=all_tags, start_time=int(time.time() * 1000))
+            self.buffers[run_id] = RunBuffer(pending=pending)
+        self.open_runs.add(run_id)
+        if buffered:
+            self.buffers.setdefault(run_id, RunBuffer())
+        return run_id
+
+    def end_run(self, run_id: str, status: str) -> str:
+        """status: FINISHED, FAILED or KILLED. A buffered run's records are written first; if that
+        fails, the run still ends (FAILED, where the store answers) and a ``TrackingFault`` says
+        in one line what failed. Returns the run's id (an offline run gets its real one here)."""
+        from mlflow.exceptions import MlflowException
+
+        if run_id not in self.open_runs:
+            return run_id
+        self.open_runs.discard(run_id)
+        if run_id.startswith(OFFLINE_PREFIX):
+            run_id = self._create_offline_run(run_id)
+        try:
+            self.flush(run_id)
+        except BaseException as exc:
+            failed = "KILLED" if status == "KILLED" else "FAILED"
+            line = exc.msg if isinstance(exc, TrackingFault) else " ".join(f"{type(exc).__name__}: {exc}".split())
+            with contextlib.suppress(Exception, TrackingFault):  # the store may be gone too
+                self.client.set_tag(run_id, FAULT_TAG, line[:MAX_PARAM_LENGTH])
+                self.client.set_terminated(run_id, status=failed)
+            if isinstance(exc, (TrackingFault, MlflowException)):
+                raise TrackingFault(f"MLflow run {run_id} ends {failed}: {line[:500]}") from None
+            raise
+        self.client.set_terminated(run_id, status=status)
+        return run_id
+
+    def _create_offline_run(self, offline_id: str) -> str:
+        """Create, now, the run a test started while the server was gone; else one line saying so."""
+        buffer = self.buffers.pop(offline_id)
+        try:
+            run_id = self.client.create_run(self.ensure_experiment(), **buffer.pending).info.run_id
+        except TrackingUnavailable as exc:
+            if buffer.staging is not None:
+                buffer.staging.cleanup()
+            raise TrackingUnavailable(f"{exc.msg}: this test's run was never created; its metrics are in the "
+                                      "JUnit XML and its results in the cache, which a re-run logs without "
+                                      "recomputing") from None
+        buffer.pending = None
+        self.buffers[run_id] = buffer
+        return run_id
 
     def flush(self, run_id: str) -> None:
         """Write what a buffered run collected: params, metrics and tags in as few batches as
@@ -171,16 +221,34 @@ class Tracker:
                 take_metrics, metrics = metrics[:room], metrics[room:]
                 self.client.log_batch(run_id, metrics=take_metrics, params=take_params, tags=take_tags)
             if buffer.staging is not None:
-                self.client.log_artifacts(run_id, buffer.staging.name)
+                try:
+                    self.client.log_artifacts(run_id, buffer.staging.name)
+                except TrackingFault:
+                    raise
+                except Exception as exc:
+                    raise TrackingFault(self._artifact_fault(run_id, exc)) from None
         finally:
             if buffer.staging is not None:
                 buffer.staging.cleanup()
+
+    def _artifact_fault(self, run_id: str, exc: Exception) -> str:
+        """One line: which artifact store refused this run's artifacts, and why."""
+        where = "the artifact store"
+        with contextlib.suppress(Exception, TrackingFault):
+            where = self.client.get_run(run_id).info.artifact_uri
+        if isinstance(exc, OSError):
+            target = exc.filename2 or exc.filename  # shutil's copy: filename is the source, filename2 the target
+            reason = f"{exc.strerror or exc}" + (f": {target}" if target else "")
+        else:
+            reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        return (f"its artifacts could not be stored in {where} ({reason}); its params and metrics are logged, "
+                "and are in the JUnit XML and the cache")
 
     def kill_open_runs(self, status: str = "KILLED") -> None:
         for run_id in list(self.open_runs):
             try:
                 self.end_run(run_id, status)
-            except Exception:  # noqa: BLE001 - best effort at interpreter exit
+            except (Exception, TrackingFault):  # noqa: BLE001 - best effort at session end and exit
                 self.open_runs.discard(run_id)
 
     # -- logging -----------------------------------------------------------------------
@@ -246,3 +314,4 @@ class Tracker:
 def process_label() -> str:
     """``gw0``, ``gw1``, ... under pytest-xdist, ``main`` otherwise."""
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
+

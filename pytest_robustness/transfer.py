@@ -164,10 +164,15 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         return
     from mlflow.tracking import MlflowClient
 
+    from .server_health import GuardedClient, TrackingUnavailable
+
     settings = settings_of(config)
     try:
         config.stash[LINES_KEY] = write_transfer_matrix(
-            MlflowClient(settings.mlflow_uri), run_id, ArrayCache(settings.cache_dir / "arrays", settings.cache_mode))
+            GuardedClient(MlflowClient(settings.mlflow_uri), settings.mlflow_timeout), run_id,
+            ArrayCache(settings.cache_dir / "arrays", settings.cache_mode))
+    except TrackingUnavailable:
+        pass  # the server is gone: the session run's own line says so
     except Exception as exc:  # noqa: BLE001 - a missing picture must not turn a green session red
         warnings.warn(f"pytest-robustness: transfer matrix not written: {exc}", stacklevel=1)
 
