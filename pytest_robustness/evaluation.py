@@ -416,10 +416,12 @@ class Robustness:
 
     # -- baseline ------------------------------------------------------------------------------
     def cell_key(self, result: AttackResult) -> str:
-        """Identity of a cell's numbers apart from the model: attack, parameters, defense, data, seed."""
+        """Identity of a cell's numbers apart from the model: attack, parameters, defense, data, seed,
+        backend (and, through the cache key, the library versions)."""
         return self.session.cache.key("cell", result.attack, sorted(result.params.items()), result.defense,
                                       sorted(result.defense_params.items()), result.threat_model,
-                                      self.dataset.digest, self.seed, len(result.x_clean), self.architecture)
+                                      self.dataset.digest, self.seed, len(result.x_clean), self.architecture,
+                                      self.session.settings.attack_backend)
 
     def baseline_metrics(self, result: AttackResult) -> dict[str, float] | None:
         """The baseline model's metrics on the same cell: from an earlier MLflow run that computed

@@ -339,7 +339,7 @@ class RobustnessSession:
         resolved = spec.generation_params(spec.resolve(params))  # deployment parameters never key generation
         backend = "art" if defence_key else self.settings.attack_backend
         key = (registered.uri, self.model_digest(architecture, recipe), attack, tuple(sorted(resolved.items())),
-               content_digest(x), self.settings.seed, backend, defence_key)
+               content_digest(x), self.settings.seed, backend, defence_key, spec.code_version(backend))
         if key in self._attack_runs:
             found = self._attack_runs[key]
             return AttackRun(found.x_adv, found.artifacts, found.extra_params, found.seconds, "memory", key)

@@ -36,4 +36,5 @@ def compiled_fgm(target: AttackTarget, x, params) -> AttackOutput:
 
 
 FGM = AttackSpec("fgm", PARAMS, {"art": art_fgm, "compiled": compiled_fgm},
-                 doc="ART FastGradientMethod; untargeted, labels from the model's own predictions")
+                 doc="ART FastGradientMethod; untargeted, labels from the model's own predictions",
+                 versions={"art": 1, "compiled": 1})  # bump with a change to what a backend produces

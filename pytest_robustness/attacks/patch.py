@@ -177,4 +177,5 @@ PATCH = AttackSpec(
     "patch", PARAMS, _backends(),
     doc="ART AdversarialPatch: a universal targeted patch, deployed onto the evaluation images",
     deploy_params=DEPLOY_PARAMS, deploy=deploy_patches, constraints=(_scale_order,), generate_on="train",
+    versions={"art": 1, "compiled": 1},  # bump with a change to what a backend produces (the zero-fill override)
 )
