@@ -31,8 +31,12 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from .attacks.base import seed_everything
+from .classifiers import make_classifier
 from .errors import RobustnessUsageError
 from .params import Param, flag, numeric, resolve
+from .recipes import register_recipe
+from .training import make_optimizer, training_subset
 
 THREAT_MODELS = ("oblivious", "adaptive")
 CLIP_VALUES = (0.0, 1.0)
@@ -174,10 +178,6 @@ def pgd_training(session, model, architecture: str, params, *, pgd: Mapping[str,
     from art.attacks.evasion import ProjectedGradientDescent
     from art.defences.trainer import AdversarialTrainer
 
-    from .attacks.base import seed_everything
-    from .classifiers import make_classifier
-    from .training import make_optimizer, training_subset
-
     data = session.dataset
     model.set_weights(session.model(architecture).model.get_weights())
     seed_everything(session.settings.seed)
@@ -202,14 +202,11 @@ def pgd_training(session, model, architecture: str, params, *, pgd: Mapping[str,
 
 def pgd_recipe(pgd: Mapping[str, Any]) -> str:
     """Register the PGD recipe for these parameters; ``pgd`` for the defaults, else ``pgd-<digest>``."""
-    from .session import TRAINING_RECIPES
-
     resolved = dict(pgd)
     name = "pgd"
     if resolved != PGD_DEFAULTS:
         name = "pgd-" + hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
-    TRAINING_RECIPES.setdefault(name, (functools.partial(pgd_training, pgd=resolved), resolved))
-    return name
+    return register_recipe(name, functools.partial(pgd_training, pgd=resolved), resolved)
 
 
 DEFENSES: dict[str, Defense] = {

@@ -17,25 +17,18 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pytest
 
+from . import evidence
 from . import metrics as m
 from .attacks import Deployed, get_attack
+from .attacks.base import seed_everything
 from .datasets import content_digest, freeze
+from .defenses import bpda, check_threat_model, get_defense
+from .metric_names import DEFENSE_METRICS, JUNIT_METRICS, KNOWN_METRICS  # noqa: F401  (re-exported)
+from .mlflow_search import all_of, equals
 from .params import case_id
 from .session import AttackRun, RobustnessSession, predict_in_batches
 from .session import BASELINE
 from .thresholds import Bound, Cell, check_bounds
-
-JUNIT_METRICS = ("clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
-                 "defended_accuracy", "accuracy_gain", *m.DISTANCE_METRICS)
-# A defended result's own metrics: logged under these names, never prefixed.
-DEFENSE_METRICS = ("defended_accuracy", "accuracy_gain", "clean_accuracy_gain")
-# Every metric a cell can report: what thresholds may name.
-KNOWN_METRICS = (
-    "clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
-    "patched_accuracy", "patched_count", *DEFENSE_METRICS,
-    *(f"{name}{stat}" for name in m.DISTANCE_METRICS for stat in ("", "_median", "_stdev", "_iqr", "_min", "_max")),
-    *(f"{subset}_{name}" for subset in ("clean", "adversarial") for name in ("precision", "recall", "f1", "auc")),
-)
 
 
 @dataclass
@@ -249,8 +242,6 @@ class Robustness:
                defence_key: str = "") -> AttackResult:
         """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored
         by ``classifier`` (default: the recipe's undefended classifier), which they were crafted on."""
-        from .attacks.base import seed_everything
-
         x, y = self.eval_set()
         source = self.dataset.x_train if spec.generate_on == "train" else x
         run = self.session.attack_run(self.architecture, spec.name, resolved, source, recipe=recipe,
@@ -281,8 +272,6 @@ class Robustness:
         defended model's accuracy on its examples; ``accuracy_gain`` is that minus
         ``result``'s adversarial accuracy (on the very same examples when oblivious).
         """
-        from .defenses import check_threat_model, get_defense
-
         resolved = get_defense(defense).resolve(params)
         check_threat_model(threat_model)
         defended = self._defend(result, defense, threat_model, resolved)
@@ -292,9 +281,6 @@ class Robustness:
     def _defend(self, result: AttackResult, defense: str, threat_model: str, resolved: dict[str, Any],
                 base_recipe: str = "") -> AttackResult:
         """``defend`` without logging; ``base_recipe`` picks the defended model's slot (the baseline's too)."""
-        from .attacks.base import seed_everything
-        from .defenses import bpda, get_defense
-
         spec = get_defense(defense)
         attack = get_attack(result.attack)
         attack_params = attack.resolve({k: v for k, v in result.params.items() if k in attack.schema})
@@ -360,8 +346,6 @@ class Robustness:
         self.log_examples(result, prefix, undefended)
 
     def log_examples(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
-        from . import evidence
-
         """Examples, per-image distances and evidence PNGs. The examples file is content-addressed
         in the cache, so a re-run copies it instead of compressing megabytes again."""
         tracker, run_id, cache = self.session.tracker, self.ensure_run(), self.session.cache
@@ -433,8 +417,6 @@ class Robustness:
         resolved = spec.resolve({k: v for k, v in result.params.items() if k in spec.schema})
         if result.defense == "none":
             return self._craft(spec, resolved, recipe=BASELINE).metrics
-        from .defenses import get_defense
-
         if result.undefended is None or get_defense(result.defense).recipe is not None:
             return None  # adversarially trained variants are derived from the candidate: no baseline cell
         base = self._craft(spec, resolved, recipe=BASELINE)
@@ -442,9 +424,9 @@ class Robustness:
 
     def _stored_cell_metrics(self, cell_key: str, model_uri: str) -> dict[str, float] | None:
         tracker = self.session.tracker
-        runs = tracker.client.search_runs(
+        runs = tracker.client.search_runs(  # the latest one: one page of one run
             [tracker.ensure_experiment()],
-            f"tags.`robustness.cell_key` = '{cell_key}' and tags.`robustness.cell_model` = '{model_uri}'",
+            all_of(equals("tags", "robustness.cell_key", cell_key), equals("tags", "robustness.cell_model", model_uri)),
             order_by=["attributes.start_time DESC"], max_results=1)
         if not runs:
             return None

@@ -26,6 +26,8 @@ from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
 from .classifiers import make_classifier
 from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, freeze, load_dataset
+from .attacks.base import apply_pending_seed, seed_everything
+from .devices import configure_gpus
 from .model_registry import (
     RegisteredModel,
     find_or_train,
@@ -34,26 +36,14 @@ from .model_registry import (
     resolve_model_version,
     training_digest,
 )
+from .recipes import TRAINING_RECIPES, Recipe, plain_training  # noqa: F401  (re-exported: recipes live there)
 from .settings import Settings
 from .thresholds import ThresholdTable
-from .training import TrainingParams, compile_model, fit
+from .training import TrainingParams, compile_model
 
 log = logging.getLogger("pytest_robustness")
 
 PIP_REQUIREMENTS = ["tensorflow-cpu>=2.21,<2.22", "keras>=3.10,<4"]
-
-# A training recipe turns a freshly built, compiled model into a trained one.
-# "" is plain training; other recipes (e.g. "pgd" adversarial training) register
-# here and become their own registered model, tagged with the recipe name.
-Recipe = Callable[["RobustnessSession", Any, str, TrainingParams], dict[str, float]]
-
-
-def plain_training(session: "RobustnessSession", model, architecture: str, params: TrainingParams) -> dict[str, float]:
-    data = session.dataset
-    return fit(model, data.x_train, data.y_train, params, data.n_classes, session.settings.seed)
-
-
-TRAINING_RECIPES: dict[str, tuple[Recipe, dict[str, Any]]] = {"": (plain_training, {})}
 
 # Not a recipe: the model slot of --baseline-uri, so the baseline shares every memo and cache.
 BASELINE = "@baseline"
@@ -163,9 +153,6 @@ class RobustnessSession:
         if self._tf is None:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             import tensorflow as tf
-
-            from .attacks.base import apply_pending_seed
-            from .devices import configure_gpus
 
             self.device = configure_gpus(self.settings.gpu)
             tf.config.experimental.enable_op_determinism()  # same seed, same numbers
@@ -350,8 +337,6 @@ class RobustnessSession:
                             {k[len("param__"):]: v.item() for k, v in cached.items() if k.startswith("param__")},
                             reused="cache", key=key)
         else:
-            from .attacks.base import seed_everything
-
             target = AttackTarget(unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe),
                                   registered.model, self.settings.seed, self.dataset.n_classes)
             seed_everything(self.settings.seed)

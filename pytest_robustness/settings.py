@@ -17,6 +17,7 @@ from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architectur
 from .attacks import BACKENDS
 from .datasets import default_experiment_name, validate_dataset_spec
 from .errors import RobustnessUsageError
+from .model_uris import parse_model_uri
 from .training import TrainingParams
 
 CACHE_MODES = ("readwrite", "read", "write", "off")
@@ -145,8 +146,6 @@ def read_settings(config: pytest.Config) -> Settings:
     model_uri = opt("--model-uri")
     architectures = tuple(opt("--architecture") or ())
     if model_uri:
-        from .model_registry import parse_model_uri
-
         name, _, _ = parse_model_uri(model_uri)
         if len(architectures) > 1:
             raise RobustnessUsageError(f"--model-uri {model_uri}: give at most one --architecture to name it")
@@ -183,8 +182,6 @@ def read_settings(config: pytest.Config) -> Settings:
         raise RobustnessUsageError(f"--max-regression {max_regression}: expected a number >= 0")
     baseline_uri = opt("--baseline-uri")
     if baseline_uri:
-        from .model_registry import parse_model_uri
-
         parse_model_uri(baseline_uri, option="--baseline-uri")
     promote = opt("--promote")
     if promote is not None and not promote.replace("-", "").replace("_", "").isalnum():

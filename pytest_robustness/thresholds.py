@@ -37,10 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .architectures import ARCHITECTURES
+from .attacks import ATTACKS
+from .defenses import DEFENSES, THREAT_MODELS
 from .errors import RobustnessUsageError
+from .metric_names import KNOWN_METRICS
 
 SELECTORS = ("attack", "params", "defense", "threat_model", "architecture")
-THREAT_MODELS = ("oblivious", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -164,8 +167,10 @@ def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound]) -> list[s
             continue
         threshold = MetricThreshold(threshold=bound.value, greater_is_better=bound.op == ">=")
         try:
-            validate_evaluation_results({bound.metric: threshold},
-                                        EvaluationResult({bound.metric: float(actual)}, {}, run_id="robustness"))
+            # by keyword: the positional order changed between MLflow 2 and 3
+            validate_evaluation_results(
+                validation_thresholds={bound.metric: threshold},
+                candidate_result=EvaluationResult({bound.metric: float(actual)}, {}, run_id="robustness"))
         except ModelValidationFailedException:
             failures.append(bound.describe(float(actual)))
     return failures
@@ -203,16 +208,10 @@ def _read(path: Path) -> dict:
 
 
 def known_metrics() -> list[str]:
-    from .evaluation import KNOWN_METRICS
-
     return list(KNOWN_METRICS)
 
 
 def _entry(where: Path, number: int, item: Any) -> Entry:
-    from .architectures import ARCHITECTURES
-    from .attacks import ATTACKS
-    from .defenses import DEFENSES
-
     label = f"{where}: thresholds entry {number}"
     if not isinstance(item, dict):
         raise RobustnessUsageError(f"{label}: expected a table")
