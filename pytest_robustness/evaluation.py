@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -494,8 +495,6 @@ NPZ_BLOCK = 1 << 20
 def write_npz(path, **arrays: np.ndarray) -> None:
     """``np.savez_compressed``, streaming each array's bytes in blocks (numpy's writer copies each
     array whole, ``tobytes``, before compressing it)."""
-    import zipfile
-
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
         for name, array in arrays.items():
             array = np.ascontiguousarray(array)

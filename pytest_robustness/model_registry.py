@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from filelock import FileLock
 
 from .errors import RobustnessUsageError
@@ -32,8 +33,6 @@ WEIGHTS_TAG = "robustness.weights_digest"
 
 def weights_digest(model) -> str:
     """Content address of a model: its weights, whatever registry version number it got."""
-    import numpy as np
-
     h = hashlib.sha256()
     for w in model.weights:
         h.update(np.ascontiguousarray(w.numpy()).tobytes())

@@ -21,6 +21,7 @@ import warnings
 from typing import Any
 
 import pytest
+from _pytest.junitxml import xml_key  # where junitxml keeps its LogXML (no public accessor)
 
 from . import junit
 from .architectures import ARCHITECTURES
@@ -67,8 +68,6 @@ class RobustnessPlugin:
     # -- start ------------------------------------------------------------------------------
     def pytest_sessionstart(self, session: pytest.Session) -> None:
         """After every pytest_configure: junitxml's LogXML exists, its family can still be chosen."""
-        from _pytest.junitxml import xml_key
-
         xml = self.config.stash.get(xml_key, None)
         if junit.testcase_properties_or_suite(self.config, xml):
             self.suite_level_xml = xml

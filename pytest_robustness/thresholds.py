@@ -31,6 +31,7 @@ replaces the suite's default for that metric.
 
 from __future__ import annotations
 
+import logging
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -151,8 +152,6 @@ def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound]) -> list[s
     ceiling: lower is better) checked by ``mlflow.validate_evaluation_results``.
     A missing or NaN metric is a violation.
     """
-    import logging
-
     from mlflow.models import MetricThreshold
     from mlflow.models.evaluation import EvaluationResult
     from mlflow.models.evaluation.validation import ModelValidationFailedException, validate_evaluation_results

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -88,8 +89,6 @@ def _art_patch_class():
     same calls to numpy's RNG, in the same order) and fills outside the patch
     with zeros, as the transformation means.
     """
-    import math
-
     import tensorflow as tf
     from art.attacks.evasion.adversarial_patch.adversarial_patch_tensorflow import AdversarialPatchTensorFlowV2
 
