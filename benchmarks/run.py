@@ -1,4 +1,4 @@
-"""All benchmarks in one run: ART vs the compiled kernels, then the non-slow suite cold vs warm.
+"""All benchmarks in one run: ART vs the compiled kernels, the non-slow suite cold vs warm, the main job by phase.
 
     python benchmarks/run.py [--quick]
 
@@ -18,6 +18,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from bench_phases import bench_phases, print_phases  # noqa: E402
 from bench_suite import bench_suite, print_suite  # noqa: E402
 
 
@@ -25,6 +26,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller patch budget, fewer repeats")
     parser.add_argument("--json", type=Path, help="write every number here too")
+    parser.add_argument("--no-phases", action="store_true",
+                        help="skip the main job's phases (two cold runs of every cell: the longest part)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         attacks_json = Path(tmp) / "attacks.json"
@@ -34,9 +37,15 @@ def main() -> int:
     print("\n== the non-slow suite, cold (empty store and cache) then warm (everything reused)")
     suite = bench_suite("not slow")
     print_suite(suite)
+    phases = {}
+    if not args.no_phases:
+        print("\n== the main job (every cell) cold, by phase, compiled kernels vs ART's classes")
+        phases = bench_phases("not slow or slow", ["compiled", "art"])
+        print_phases(phases)
     if args.json:
-        args.json.write_text(json.dumps({"attacks": attacks, "suite": suite}, indent=2))
-    return 0 if attacks_ok and suite["cold"]["exit"] == 0 and suite["warm"]["exit"] == 0 else 1
+        args.json.write_text(json.dumps({"attacks": attacks, "suite": suite, "phases": phases}, indent=2, default=str))
+    phases_ok = all(r["run"]["exit"] == 0 for r in phases.values())
+    return 0 if attacks_ok and phases_ok and suite["cold"]["exit"] == 0 and suite["warm"]["exit"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -52,6 +52,9 @@ class Defense:
     preprocessor: Callable[[Mapping[str, Any]], Any] | None = None
     # ... a training defense registers a training recipe and returns the recipe's name.
     recipe: Callable[[Mapping[str, Any]], str] | None = None
+    # A TensorFlow form of the preprocessor (x -> defended x) for compiled adaptive attacks, or
+    # None where these parameters have none (the adaptive cell then runs ART's BPDA).
+    compiled: Callable[[Mapping[str, Any]], Callable[[Any], Any] | None] | None = None
     constraints: tuple[Constraint, ...] = ()
     doc: str = ""
 
@@ -117,6 +120,19 @@ def _spatial_smoothing(p):
                             apply_fit=p["apply_fit"], apply_predict=p["apply_predict"])
 
 
+def _compiled_spatial_smoothing(p):
+    """``SpatialSmoothing`` as a TensorFlow median filter: exact for odd windows (a median picks one input)."""
+    if not p["apply_predict"] or p["window_size"] % 2 == 0:
+        return None
+
+    def smooth(x):
+        from .attacks.defense_kernels import median_filter
+
+        return median_filter(x, p["window_size"], CLIP_VALUES)
+
+    return smooth
+
+
 def _jpeg_compression(p):
     from art.defences.preprocessor import JpegCompression
 
@@ -167,22 +183,41 @@ def _eps_step_within_eps(p) -> str | None:
 
 
 def pgd_training(session, model, architecture: str, params, *, pgd: Mapping[str, Any]) -> dict[str, float]:
-    """Adversarial training with ART's ``AdversarialTrainer`` + PGD (L-inf), every batch of every epoch.
+    """Adversarial training with PGD (L-inf), every batch of every epoch: ART's ``AdversarialTrainer``
+    with ``--attack-backend art`` (the reference), else the compiled trainer reproducing its recipe.
 
     Starts from the plainly trained model of the same architecture (adversarial
     fine-tuning: reaches a robust model within a CPU budget) and trains with the
-    session's optimizer settings through a compiled train step.
+    session's optimizer settings.
     """
     import keras
-    import tensorflow as tf
-    from art.attacks.evasion import ProjectedGradientDescent
-    from art.defences.trainer import AdversarialTrainer
 
     data = session.dataset
     model.set_weights(session.model(architecture).model.get_weights())
     seed_everything(session.settings.seed)
     optimizer = make_optimizer(params.optimizer, params.learning_rate)
     loss_object = keras.losses.CategoricalCrossentropy()
+    x, y = training_subset(data.x_train, data.y_train, params.samples)
+    y_onehot = keras.utils.to_categorical(y, data.n_classes)
+    if session.settings.attack_backend == "art":
+        art_pgd_training(model, x, y_onehot, data, optimizer, loss_object, params.batch_size, pgd)
+    else:
+        from .attacks.adversarial_training import madry_pgd_fit
+
+        def progress(epoch: int, epochs: int, seconds: float) -> None:
+            session.progress(f"PGD training {architecture}: epoch {epoch + 1}/{epochs}, {seconds:.1f} s")
+
+        madry_pgd_fit(model, x, y_onehot, optimizer=optimizer, loss_object=loss_object, eps=pgd["eps"],
+                      eps_step=pgd["eps_step"], max_iter=pgd["max_iter"], ratio=pgd["ratio"], epochs=pgd["epochs"],
+                      batch_size=params.batch_size, seed=session.settings.seed, progress=progress)
+    return {f"pgd_{k}": float(v) for k, v in pgd.items()}
+
+
+def art_pgd_training(model, x, y_onehot, data, optimizer, loss_object, batch_size: int, pgd) -> None:
+    """The reference: ART's ``AdversarialTrainer`` with ART's PGD through a compiled train step."""
+    import tensorflow as tf
+    from art.attacks.evasion import ProjectedGradientDescent
+    from art.defences.trainer import AdversarialTrainer
 
     @tf.function
     def train_step(net, images, labels):  # ART's default re-traces a tf.function on every batch
@@ -192,12 +227,10 @@ def pgd_training(session, model, architecture: str, params, *, pgd: Mapping[str,
 
     classifier = make_classifier(model, data.n_classes, data.input_shape, optimizer=optimizer, train_step=train_step)
     attack = ProjectedGradientDescent(classifier, norm=np.inf, eps=pgd["eps"], eps_step=pgd["eps_step"],
-                                      max_iter=pgd["max_iter"], num_random_init=1, batch_size=params.batch_size,
+                                      max_iter=pgd["max_iter"], num_random_init=1, batch_size=batch_size,
                                       verbose=False)
-    x, y = training_subset(data.x_train, data.y_train, params.samples)
     trainer = AdversarialTrainer(classifier, attack, ratio=pgd["ratio"])
-    trainer.fit(x, keras.utils.to_categorical(y, data.n_classes), batch_size=params.batch_size, nb_epochs=pgd["epochs"])
-    return {f"pgd_{k}": float(v) for k, v in pgd.items()}
+    trainer.fit(x, y_onehot, batch_size=batch_size, nb_epochs=pgd["epochs"])
 
 
 def pgd_recipe(pgd: Mapping[str, Any]) -> str:
@@ -215,7 +248,8 @@ DEFENSES: dict[str, Defense] = {
         Defense("spatial_smoothing", {
             "window_size": numeric(3, 1, integer=True, id_prefix="window", doc="median filter window (pixels)"),
             **APPLY,
-        }, preprocessor=_spatial_smoothing, doc="ART SpatialSmoothing: local median filter"),
+        }, preprocessor=_spatial_smoothing, compiled=_compiled_spatial_smoothing,
+            doc="ART SpatialSmoothing: local median filter"),
         Defense("jpeg_compression", {
             "quality": numeric(50, 1, 100, integer=True, id_prefix="q", doc="JPEG quality, 1 (worst) to 100 (best)"),
             "channels_first": flag(False, doc="Dioptra's parameter; images here are channels-last"),

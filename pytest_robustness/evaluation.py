@@ -8,9 +8,11 @@ recompute them with ART and the registered model.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
+import time
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -184,6 +186,19 @@ class Robustness:
         self.architecture = architecture
         self.run_id: str | None = None
         self.results: list[AttackResult] = []
+        self.seconds: dict[str, float] = {}  # phase -> wall time spent in it (the benchmark reads them back)
+
+    @contextlib.contextmanager
+    def timed(self, phase: str):
+        """Add the time spent inside to ``phase``; model training it triggered counts as ``train``."""
+        started, trained = time.perf_counter(), self.session.training_seconds
+        try:
+            yield
+        finally:
+            trained = self.session.training_seconds - trained
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started - trained
+            if trained:
+                self.seconds["train"] = self.seconds.get("train", 0.0) + trained
 
     # -- what the test works on ----------------------------------------------------------
     @property
@@ -240,20 +255,22 @@ class Robustness:
         return result
 
     def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
-               defence_key: str = "") -> AttackResult:
+               defence_key: str = "", attack_model=None) -> AttackResult:
         """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored
         by ``classifier`` (default: the recipe's undefended classifier), which they were crafted on."""
         x, y = self.eval_set()
         source = self.dataset.x_train if spec.generate_on == "train" else x
-        run = self.session.attack_run(self.architecture, spec.name, resolved, source, recipe=recipe,
-                                      classifier=classifier, defence_key=defence_key)
-        deployed = self.session.deployment(run, x, resolved) if spec.deploy is not None else None
+        with self.timed("craft_adaptive" if defence_key or recipe else "craft"):
+            run = self.session.attack_run(self.architecture, spec.name, resolved, source, recipe=recipe,
+                                          classifier=classifier, defence_key=defence_key, attack_model=attack_model)
+            deployed = self.session.deployment(run, x, resolved) if spec.deploy is not None else None
         params = {**resolved, **run.extra_params}
         seed_everything(self.seed)  # randomised defenses (Gaussian noise) predict reproducibly
-        result = score(spec.name, params, self.registered_model(recipe).uri, x, y,
-                       deployed.x if deployed is not None else run.x_adv,
-                       classifier or self.session.predictor(self.architecture, recipe), run, deployed,
-                       params.get("patch_target"), memo=self._score_memo(recipe, defence_key))
+        with self.timed("score"):
+            result = score(spec.name, params, self.registered_model(recipe).uri, x, y,
+                           deployed.x if deployed is not None else run.x_adv,
+                           classifier or self.session.predictor(self.architecture, recipe), run, deployed,
+                           params.get("patch_target"), memo=self._score_memo(recipe, defence_key))
         result.architecture = self.architecture
         return result
 
@@ -293,12 +310,16 @@ class Robustness:
             defence_key=key)
         if threat_model == "oblivious":
             seed_everything(self.seed)
-            defended = score(result.attack, result.params, self.registered_model(recipe).uri, result.x_clean,
-                             result.y_true, result.x_adv, classifier, result.run, result.deployed,
-                             result.params.get("patch_target"), memo=self._score_memo(recipe, key))
+            with self.timed("score"):
+                defended = score(result.attack, result.params, self.registered_model(recipe).uri, result.x_clean,
+                                 result.y_true, result.x_adv, classifier, result.run, result.deployed,
+                                 result.params.get("patch_target"), memo=self._score_memo(recipe, key))
         else:
+            compiled_form = spec.compiled(resolved) if key and spec.compiled is not None else None
+            attack_model = (lambda: self.session.defended_model(self.architecture, recipe, key, compiled_form)
+                            ) if compiled_form is not None else None
             defended = self._craft(attack, attack_params, recipe=recipe, classifier=classifier if key else None,
-                                   defence_key=key)
+                                   defence_key=key, attack_model=attack_model)
         rows = defended.x_adv[_grid_rows(defended)]
         if spec.preprocessor is None or not resolved["apply_predict"]:
             defended.defended_inputs = rows
@@ -330,6 +351,10 @@ class Robustness:
     def log_result(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
         """Params, metrics and evidence of ``result``; with ``prefix`` (a defended result beside
         its undefended one in the same run) every name gets it, except the defense's own metrics."""
+        with self.timed("log"):
+            self._log_result(result, prefix, undefended)
+
+    def _log_result(self, result: AttackResult, prefix: str, undefended: AttackResult | None) -> None:
         self.results.append(result)
         result.log_prefix = prefix
         params = {f"{prefix}{k}": v for k, v in {

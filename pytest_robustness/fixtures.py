@@ -68,5 +68,6 @@ def robustness(request: pytest.FixtureRequest, robustness_session_state: Robustn
         status = "FAILED" if failed else ("FINISHED" if call is not None else "KILLED")
         outcome = "failed" if failed else (call.outcome if call is not None else "interrupted")
         tracker = robustness_session_state.tracker
-        tracker.set_tags(cell.run_id, {"robustness.outcome": outcome})
+        tracker.set_tags(cell.run_id, {"robustness.outcome": outcome,
+                                       **{f"robustness.seconds.{k}": f"{v:.3f}" for k, v in cell.seconds.items()}})
         tracker.end_run(cell.run_id, status)

@@ -20,7 +20,9 @@ Recipe = Callable[[Any, Any, str, TrainingParams], dict[str, float]]
 
 def plain_training(session, model, architecture: str, params: TrainingParams) -> dict[str, float]:
     data = session.dataset
-    return fit(model, data.x_train, data.y_train, params, data.n_classes, session.settings.seed)
+    return fit(model, data.x_train, data.y_train, params, data.n_classes, session.settings.seed,
+               progress=lambda epoch, loss, seconds: session.progress(
+                   f"training {architecture}: epoch {epoch}/{params.epochs:g}, loss {loss:.4f}, {seconds:.1f} s"))
 
 
 TRAINING_RECIPES: dict[str, tuple[Recipe, dict[str, Any]]] = {"": (plain_training, {})}

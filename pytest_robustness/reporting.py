@@ -21,6 +21,7 @@ from filelock import FileLock
 from . import __version__, tracking
 from .mlflow_search import equals, search_runs
 from .orphans import close_orphaned_runs
+from .progress import terminal_progress
 from .session import RobustnessSession
 from .settings import Settings
 from .thresholds import ThresholdTable
@@ -49,7 +50,7 @@ def open_session(config: pytest.Config, settings: Settings, token: str, threshol
     mlflow.set_tracking_uri(settings.mlflow_uri)
     tracker = tracking.Tracker(settings.mlflow_uri, settings.experiment)
     _attach_session_run(config, tracker, settings, token)
-    session = RobustnessSession(settings, tracker, "/CPU:0", thresholds)
+    session = RobustnessSession(settings, tracker, "/CPU:0", thresholds, terminal_progress(config))
     if settings.gpu:
         session.tensorflow()
     return session

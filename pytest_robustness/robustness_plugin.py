@@ -27,6 +27,7 @@ from . import junit
 from .architectures import ARCHITECTURES
 from .cache import ArrayCache
 from .gating import Gate
+from .ordering import fast_cells_first
 from .reporting import TOKEN_INPUT, close_session_run, find_session_run, is_worker, open_session, session_lines
 from .scope import dependency_warnings_ignored, is_robustness_test, mark_dependency_warnings
 from .session import RobustnessSession
@@ -94,7 +95,9 @@ class RobustnessPlugin:
                   for name in self.settings.architectures]
         metafunc.parametrize("architecture", params)
 
+    @pytest.hookimpl(trylast=True)  # after -m/-k deselection and other plugins' reordering
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        """Robustness tests get our warning filters and the ``gpu`` skip; then fast cells go first."""
         skip = pytest.mark.skip(reason="needs --gpu")
         for item in items:
             if not is_robustness_test(getattr(item, "fixturenames", ()), item):
@@ -102,6 +105,7 @@ class RobustnessPlugin:
             mark_dependency_warnings(item)
             if not self.settings.gpu and item.get_closest_marker("gpu") is not None:
                 item.add_marker(skip)
+        fast_cells_first(items)
 
     # -- each test ---------------------------------------------------------------------------
     @pytest.hookimpl(wrapper=True)

@@ -36,6 +36,7 @@ from .model_registry import (
     resolve_model_version,
     training_digest,
 )
+from .progress import Progress, log_progress
 from .recipes import TRAINING_RECIPES, Recipe, plain_training  # noqa: F401  (re-exported: recipes live there)
 from .settings import Settings
 from .thresholds import ThresholdTable
@@ -44,6 +45,9 @@ from .training import TrainingParams, compile_model
 log = logging.getLogger("pytest_robustness")
 
 PIP_REQUIREMENTS = ["tensorflow-cpu>=2.21,<2.22", "keras>=3.10,<4"]
+
+# Attacks that take longer than this get a progress line.
+LONG_STEP_SECONDS = 2.0
 
 # Not a recipe: the model slot of --baseline-uri, so the baseline shares every memo and cache.
 BASELINE = "@baseline"
@@ -130,13 +134,15 @@ class AttackRun:
 
 class RobustnessSession:
     def __init__(self, settings: Settings, tracker: tracking.Tracker, device: str = "/CPU:0",
-                 thresholds: ThresholdTable | None = None):
+                 thresholds: ThresholdTable | None = None, progress: Progress = log_progress):
         self.settings = settings
+        self.progress = progress  # one line per step of long work: training, PGD training, patches
         self.tracker = tracker
         self.device = device
         self._dataset: Dataset | None = None
         self._models: dict[tuple[str, str], RegisteredModel] = {}
         self._classifiers: dict[tuple[str, str], Any] = {}
+        self._defended_models: dict[tuple[str, str, str], Any] = {}
         self._attack_runs: dict[tuple, AttackRun] = {}
         self._predictions: dict[str, np.ndarray] = {}
         self._deployments: dict[tuple, Any] = {}
@@ -144,6 +150,7 @@ class RobustnessSession:
         self.cache = ArrayCache(settings.cache_dir / "arrays", settings.cache_mode)
         self.thresholds = thresholds or ThresholdTable(default_max_regression=settings.max_regression)
         self._tf = None
+        self.training_seconds = 0.0  # wall time this process spent training models (a phase of its own)
         self._device_scopes: list[contextlib.ExitStack] = []
 
     # -- TensorFlow, on first use -------------------------------------------------------------
@@ -227,10 +234,16 @@ class RobustnessSession:
         name = registered_model_name(self.settings.experiment, architecture, recipe or None)
         identity = dict(architecture=architecture, recipe=recipe, recipe_params=recipe_params,
                         training=params.as_dict(), dataset=data.digest, seed=self.settings.seed)
+        if recipe:  # a recipe's trainer (ART's or the compiled one) makes other weights
+            identity["trainer"] = self.settings.attack_backend
         digest = training_digest(**identity)
 
         def train():
-            return self._train_and_register(name, architecture, recipe, recipe_fn, params)
+            started = time.perf_counter()
+            try:
+                return self._train_and_register(name, architecture, recipe, recipe_fn, params)
+            finally:
+                self.training_seconds += time.perf_counter() - started
 
         return find_or_train(
             self.tracker.client, name=name, digest=digest, lock_dir=self.settings.cache_dir / "locks", train=train,
@@ -313,18 +326,31 @@ class RobustnessSession:
                                                      preprocessing_defences=defences() if callable(defences) else defences)
         return self._classifiers[key]
 
+    def defended_model(self, architecture: str, recipe: str, defence_key: str, defence) -> Any:
+        """The registered model behind ``defence`` (a TensorFlow function) with BPDA gradients, built once
+        per defence: compiled kernels are cached on the model they attack."""
+        key = (architecture, recipe, defence_key)
+        if key not in self._defended_models:
+            self.tensorflow()
+            from .attacks.defense_kernels import bpda_model
+
+            self._defended_models[key] = bpda_model(self.model(architecture, recipe).model, defence)
+        return self._defended_models[key]
+
     # -- attacks ---------------------------------------------------------------------------
     def attack_run(self, architecture: str, attack: str, params: dict[str, Any], x: np.ndarray, *,
-                   recipe: str = "", classifier=None, defence_key: str = "") -> AttackRun:
+                   recipe: str = "", classifier=None, defence_key: str = "",
+                   attack_model: Callable[[], Any] | None = None) -> AttackRun:
         """Adversarial examples, from memory, the disk cache, or by running the attack once.
 
-        With defences on the classifier (the adaptive threat model) the ART
-        backend is used: its BPDA gradients through the defence are the reference.
+        With defences on the classifier (the adaptive threat model) the compiled kernels
+        attack ``attack_model()`` (the model behind the defence's TensorFlow form, with BPDA
+        gradients); a defence without one runs on the ART backend, whose BPDA is the reference.
         """
         registered = self.model(architecture, recipe)
         spec = get_attack(attack)
         resolved = spec.generation_params(spec.resolve(params))  # deployment parameters never key generation
-        backend = "art" if defence_key else self.settings.attack_backend
+        backend = "art" if defence_key and attack_model is None else self.settings.attack_backend
         key = (registered.uri, self.model_digest(architecture, recipe), attack, tuple(sorted(resolved.items())),
                content_digest(x), self.settings.seed, backend, defence_key, spec.code_version(backend))
         if key in self._attack_runs:
@@ -338,7 +364,8 @@ class RobustnessSession:
                             reused="cache", key=key)
         else:
             target = AttackTarget(unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe),
-                                  registered.model, self.settings.seed, self.dataset.n_classes)
+                                  attack_model() if attack_model is not None and backend != "art" else registered.model,
+                                  self.settings.seed, self.dataset.n_classes)
             seed_everything(self.settings.seed)
             started = time.perf_counter()
             output = spec.generator(backend)(target, x, resolved)
@@ -347,6 +374,8 @@ class RobustnessSession:
             freeze(run.x_adv)
             log.info("%s on %s (%s backend, %d images) took %.2f s", attack, registered.uri, backend, len(x),
                      run.seconds)
+            if run.seconds >= LONG_STEP_SECONDS:
+                self.progress(f"{attack} on {registered.uri} ({backend}, {len(x)} images): {run.seconds:.1f} s")
             self.cache.put(cache_key, x_adv=run.x_adv, **{k: np.asarray(v) for k, v in run.artifacts.items()},
                            **{f"param__{k}": np.asarray(v) for k, v in run.extra_params.items()})
         self._attack_runs[key] = run

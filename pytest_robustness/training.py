@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -95,7 +96,8 @@ def training_subset(x: np.ndarray, y: np.ndarray, samples: int) -> tuple[np.ndar
     return (x, y) if not samples or samples >= len(x) else (x[:samples], y[:samples])
 
 
-def fit(model, x: np.ndarray, y: np.ndarray, params: TrainingParams, n_classes: int, seed: int) -> dict[str, float]:
+def fit(model, x: np.ndarray, y: np.ndarray, params: TrainingParams, n_classes: int, seed: int,
+        progress: Callable[[int, float, float], None] | None = None) -> dict[str, float]:
     """Fit with early stopping on val_loss (Dioptra's min_delta 0.01, patience 5, best weights kept).
 
     A fractional ``epochs`` (Dioptra accepts floats) trains the whole epochs, then
@@ -107,15 +109,31 @@ def fit(model, x: np.ndarray, y: np.ndarray, params: TrainingParams, n_classes: 
     x, y = training_subset(x, y, params.samples)
     y_onehot = keras.utils.to_categorical(y, n_classes)
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", min_delta=0.01, patience=5, restore_best_weights=True)]
+    epoch_lines = [] if progress is None else [_epoch_progress(progress)]
     whole, fraction = int(math.floor(params.epochs)), params.epochs - math.floor(params.epochs)
     history: dict[str, list[float]] = {}
     if whole:
         h = model.fit(x, y_onehot, epochs=whole, batch_size=params.batch_size,
-                      validation_split=params.validation_split, callbacks=callbacks if params.validation_split else [],
+                      validation_split=params.validation_split,
+                      callbacks=(callbacks if params.validation_split else []) + epoch_lines,
                       shuffle=True, verbose=0)
         history = h.history
     if fraction > 1e-9:
         n = max(params.batch_size, int(len(x) * fraction))
-        h = model.fit(x[:n], y_onehot[:n], epochs=1, batch_size=params.batch_size, shuffle=True, verbose=0)
+        h = model.fit(x[:n], y_onehot[:n], epochs=1, batch_size=params.batch_size, shuffle=True, verbose=0,
+                      callbacks=epoch_lines)
         history = {k: history.get(k, []) + v for k, v in h.history.items()}
     return {f"train_{k}": float(v[-1]) for k, v in history.items() if v}
+
+
+def _epoch_progress(report: Callable[[int, float, float], None]):
+    """A Keras callback reporting (epochs done, loss, seconds since training began) after each epoch."""
+    import keras
+
+    started, done = time.perf_counter(), [0]
+
+    def on_epoch_end(epoch, logs=None):
+        done[0] += 1
+        report(done[0], float((logs or {}).get("loss", float("nan"))), time.perf_counter() - started)
+
+    return keras.callbacks.LambdaCallback(on_epoch_end=on_epoch_end)

@@ -23,19 +23,21 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pytest_robustness"
 
 LAYERS = {
     "base": {"errors", "params", "metrics", "metric_names", "training", "classifiers", "keras_layers", "evidence",
-             "versions", "model_uris", "mlflow_search"},
+             "versions", "model_uris", "mlflow_search", "progress"},
     "registries": {"architectures", "attacks", "attacks.base", "attacks.fgm", "attacks.patch", "attacks.compiled",
-                   "patch_deployment", "defenses", "datasets", "recipes"},
+                   "attacks.defense_kernels", "attacks.adversarial_training", "patch_deployment", "defenses", "datasets",
+                   "recipes"},
     "options": {"settings", "thresholds"},
     "engine": {"cache", "tracking", "orphans", "model_registry", "devices", "session"},
     "cell API": {"evaluation", "grid", ""},  # "" is the package itself: the suites' API (attack_cases ...)
-    "pytest glue": {"plugin", "robustness_plugin", "scope", "junit", "fixtures", "reporting", "gating", "sweeps"},
+    "pytest glue": {"plugin", "robustness_plugin", "scope", "junit", "fixtures", "reporting", "gating", "sweeps",
+                    "ordering"},
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 LAYER_NAME = {module: name for name, modules in LAYERS.items() for module in modules}
 
 # Imported inside functions: these import TensorFlow or Keras at their top.
-LAZY_OWN_MODULES = {"keras_layers", "attacks.compiled"}
+LAZY_OWN_MODULES = {"keras_layers", "attacks.compiled", "attacks.defense_kernels", "attacks.adversarial_training"}
 # Third-party libraries too heavy to import before they are needed.
 HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend"}
 
