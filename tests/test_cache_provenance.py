@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import pytest
-
 from helpers import run_robustness, session_run_id
 from pytest_robustness import versions
 from pytest_robustness.attacks import ATTACKS
@@ -39,14 +37,15 @@ def test_a_changed_version_or_backend_misses(pytester, trained_store, monkeypatc
 
     real = versions.library_versions()
     assert set(real) == {"art", "tensorflow", "keras", "numpy"} and "absent" not in real.values()
-    monkeypatch.setattr(versions, "library_versions", lambda: {**real, "numpy": "0.0.upgraded"})
-    assert examples()[0] == "computed"
-    monkeypatch.undo()
+    # monkeypatch.context, not undo: pytester's own patches (its working directory) must stay
+    with monkeypatch.context() as patch:
+        patch.setattr(versions, "library_versions", lambda: {**real, "numpy": "0.0.upgraded"})
+        assert examples()[0] == "computed"
 
     fgm = ATTACKS["fgm"]
-    monkeypatch.setitem(ATTACKS, "fgm", dataclasses.replace(fgm, versions={**fgm.versions, "art": 99}))
-    assert examples()[0] == "computed"
-    monkeypatch.undo()
+    with monkeypatch.context() as patch:
+        patch.setitem(ATTACKS, "fgm", dataclasses.replace(fgm, versions={**fgm.versions, "art": 99}))
+        assert examples()[0] == "computed"
 
     compiled, compiled_key = examples("--attack-backend", "compiled")
     assert compiled == "computed" and compiled_key != cell_key  # baselines are looked up per backend
