@@ -45,6 +45,10 @@ class ArrayCache:
         blob = json.dumps([CACHE_VERSION, versions.library_versions(), *parts], sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
 
+    def has(self, key: str) -> bool:
+        """Whether ``get(key)`` would find an entry (without reading it)."""
+        return self.readable and self._path(key).is_file()
+
     def _path(self, key: str) -> Path:
         return self.directory / key[:2] / f"{key}.npz"
 

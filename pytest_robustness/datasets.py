@@ -1,4 +1,4 @@
-"""Datasets: the built-in MNIST, Dioptra-style PNG folders and ``.npz`` files.
+"""Datasets: the built-in MNIST, Dioptra image folders and ``.npz`` files.
 
 Every source yields the same :class:`Dataset`: float32 images in [0, 1] shaped
 ``(n, height, width, channels)`` and integer labels, plus a content digest that
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import weakref
 import zipfile
 from dataclasses import dataclass, field
@@ -17,11 +18,12 @@ from typing import Callable
 
 import numpy as np
 
+from .data_checks import check_images, check_same_image_shape, check_test_labels_known, integer_labels
 from .errors import RobustnessUsageError
+from .image_folders import FolderListing, list_folder, read_folder
 
 TEST_FRACTION = 0.2
 DATASETS_VERSION = 1  # bump when loading or splitting changes: it keys cached splits
-IMAGE_SUFFIXES = (".png",)
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
@@ -46,6 +48,12 @@ class Dataset:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def params(self) -> dict[str, str]:
+        """What a run logs about its data: the source, the image shape and the class names, in label order."""
+        return {"dataset": self.source, "image_shape": ",".join(map(str, self.input_shape)),
+                "class_names": json.dumps(list(self.class_names))}
 
 
 def content_digest(*arrays: np.ndarray) -> str:
@@ -146,76 +154,39 @@ def load_builtin_mnist(seed: int) -> Dataset:
 
 
 BUILTIN_DATASETS: dict[str, Callable[[int], Dataset]] = {"mnist": load_builtin_mnist}
+BUILTIN_SHAPES: dict[str, tuple[int, int, int]] = {"mnist": (28, 28, 1)}
 
 
-def _label_dirs(split_dir: Path) -> list[Path]:
-    dirs = [d for d in split_dir.iterdir() if d.is_dir()]
-    numeric = all(d.name.isdigit() for d in dirs)
-    return sorted(dirs, key=lambda d: (int(d.name), d.name) if numeric else (0, d.name))
+def load_folder(root: Path, image_size: tuple[int, int, int] | None = None, option: str = "--dataset") -> Dataset:
+    """Dioptra layout, ``training/<class>/*`` and ``testing/<class>/*``: see :mod:`image_folders`."""
+    return _load_listing(list_folder(root, option), image_size, option)
 
 
-def _check_folder(root: Path) -> None:
-    for split in ("training", "testing"):
-        split_dir = root / split
-        if not split_dir.is_dir():
-            raise RobustnessUsageError(
-                f"--dataset {root}: missing folder {split_dir} (expected training/<label>/*.png and testing/<label>/*.png)"
-            )
-        if not _label_dirs(split_dir):
-            raise RobustnessUsageError(f"--dataset {root}: {split_dir} has no <label> sub-folders")
+def _load_listing(listing: FolderListing, image_size: tuple[int, int, int] | None, option: str) -> Dataset:
+    root = listing.root
+    key = ("folder", str(root.resolve()), listing.fingerprint, image_size)
+    found = _remembered(key)
+    if found is None:
+        arrays = read_folder(listing, image_size, option)
+        found = _remember(key, _finish(root.name, arrays["x_training"], arrays["y_training"], arrays["x_testing"],
+                                       arrays["y_testing"], listing.class_names, str(root)))
+    return found
 
 
-def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            if size is not None and img.size != size:
-                raise RobustnessUsageError(f"--dataset: {path} is {img.size[0]}x{img.size[1]}, expected {size[0]}x{size[1]} like the other images")
-            return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as exc:
-        raise RobustnessUsageError(f"--dataset: {path} is not a readable image ({exc})") from None
-
-
-def load_folder(root: Path) -> Dataset:
-    """Dioptra layout: ``training/<label>/*.png`` and ``testing/<label>/*.png``."""
-    from PIL import Image
-
-    _check_folder(root)
-    class_names = [d.name for d in _label_dirs(root / "training")]
-    test_names = {d.name for d in _label_dirs(root / "testing")}
-    unknown = sorted(test_names - set(class_names))
-    if unknown:
-        raise RobustnessUsageError(f"--dataset {root}: testing labels {unknown} do not exist under training/")
-    files = {split: [(p, class_names.index(d.name)) for d in _label_dirs(root / split)
-                     for p in sorted(d.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
-             for split in ("training", "testing")}
-    for split, items in files.items():
-        if not items:
-            raise RobustnessUsageError(f"--dataset {root}: no .png files under {root / split}")
-    with Image.open(files["training"][0][0]) as first:
-        mode = "L" if first.mode in ("1", "L", "LA", "I", "I;16") else "RGB"
-        size = first.size
-    arrays = {split: (np.stack([_read_image(p, mode, size) for p, _ in items]), np.array([lab for _, lab in items]))
-              for split, items in files.items()}
-    return _finish(root.name, *arrays["training"], *arrays["testing"], class_names, str(root))
-
-
-def _check_npz_layout(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+def _check_npz_layout(path: Path, shapes: dict[str, tuple[int, ...]], option: str = "--dataset") -> None:
     """The four arrays are there, images are (n, h, w[, c]) and each x has one label per image."""
     missing = [k for k in NPZ_KEYS if k not in shapes]
     if missing:
-        raise RobustnessUsageError(f"--dataset {path}: missing arrays {missing}; expected {list(NPZ_KEYS)}")
+        raise RobustnessUsageError(f"{option} {path}: missing arrays {missing}; expected {list(NPZ_KEYS)}")
     for split in ("train", "test"):
         x, y = shapes[f"x_{split}"], shapes[f"y_{split}"]
         if len(x) not in (3, 4) or not y or x[0] != y[0]:
             n_labels = y[0] if y else 0
-            raise RobustnessUsageError(f"--dataset {path}: x_{split} has shape {tuple(x)} for {n_labels} labels; "
+            raise RobustnessUsageError(f"{option} {path}: x_{split} has shape {tuple(x)} for {n_labels} labels; "
                                        f"expected (n, h, w[, c]) with n == len(y_{split})")
 
 
-def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+def _npz_shapes(path: Path, option: str = "--dataset") -> dict[str, tuple[int, ...]]:
     """Array shapes read from the .npy headers only: a start-up check that reads no image data."""
     try:
         with zipfile.ZipFile(path) as archive:
@@ -229,50 +200,120 @@ def _npz_shapes(path: Path) -> dict[str, tuple[int, ...]]:
                     shapes[member_name[: -len(".npy")]] = tuple(read_header(member)[0])
             return shapes
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise RobustnessUsageError(f"--dataset {path}: not a readable .npz file ({exc})") from None
+        raise RobustnessUsageError(f"{option} {path}: not a readable .npz file ({exc})") from None
 
 
-def load_npz(path: Path) -> Dataset:
-    """``.npz`` with x_train, y_train, x_test, y_test; uint8 or [0, 1] floats; labels int or one-hot."""
+def load_npz(path: Path, option: str = "--dataset") -> Dataset:
+    """``.npz`` with x_train, y_train, x_test, y_test; uint8 or floats in [0, 1] or [0, 255]; labels int or
+    one-hot. Every value is checked (:mod:`data_checks`) before anything is built from them."""
+    stat = path.stat()
+    key = ("npz", str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    found = _remembered(key)
+    if found is not None:
+        return found
+    where = f"{option} {path}"
     try:
-        with np.load(path) as npz:
+        with np.load(path, allow_pickle=False) as npz:
             data = {k: npz[k] for k in NPZ_KEYS if k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise RobustnessUsageError(f"--dataset {path}: not a readable .npz file ({exc})") from None
-    _check_npz_layout(path, {k: v.shape for k, v in data.items()})
-    for split in ("train", "test"):
-        y = data[f"y_{split}"]
-        if y.ndim == 2:
-            data[f"y_{split}"] = y.argmax(axis=1)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise RobustnessUsageError(f"{where}: not a readable .npz file ({exc})") from None
+    _check_npz_layout(path, {k: v.shape for k, v in data.items()}, option)
+    for name in ("x_train", "x_test"):
+        check_images(where, name, data[name])
+    check_same_image_shape(where, data["x_train"], data["x_test"])
+    for name in ("y_train", "y_test"):
+        data[name] = integer_labels(where, name, data[name])
+    check_test_labels_known(where, data["y_train"], data["y_test"])
     n_classes = int(max(data["y_train"].max(), data["y_test"].max())) + 1
-    return _finish(path.stem, data["x_train"], data["y_train"], data["x_test"], data["y_test"],
-                   [str(i) for i in range(n_classes)], str(path))
+    return _remember(key, _finish(path.stem, data["x_train"], data["y_train"], data["x_test"], data["y_test"],
+                                  [str(i) for i in range(n_classes)], str(path)))
 
 
-def validate_dataset_spec(spec: str) -> None:
-    """Cheap start-up check of ``--dataset``: a built-in name, a Dioptra folder or a well-formed .npz file."""
+# Data read by the start-up check, kept for the session (the process) that then asks for it;
+# keyed by what identifies the files (listing fingerprint, or size and mtime), so a changed file misses.
+_RECENT: dict[tuple, Dataset] = {}
+RECENT_KEPT = 2
+
+
+def _remembered(key: tuple) -> Dataset | None:
+    return _RECENT.get(key)
+
+
+def _remember(key: tuple, data: Dataset) -> Dataset:
+    _RECENT[key] = data
+    while len(_RECENT) > RECENT_KEPT:
+        _RECENT.pop(next(iter(_RECENT)))
+    return data
+
+
+def _kind(spec: str, option: str = "--dataset") -> str:
+    if not spec.strip():
+        raise RobustnessUsageError(f"{option} {spec!r}: expected a built-in dataset ({', '.join(BUILTIN_DATASETS)}), "
+                                   "a Dioptra folder or an .npz file")
     if spec in BUILTIN_DATASETS:
-        return
+        return "builtin"
     path = Path(spec)
     if path.suffix == ".npz":
         if not path.is_file():
-            raise RobustnessUsageError(f"--dataset {spec}: no such .npz file")
-        _check_npz_layout(path, _npz_shapes(path))
-        return
+            raise RobustnessUsageError(f"{option} {spec}: no such .npz file")
+        return "npz"
     if path.is_dir():
-        _check_folder(path)
-        return
+        return "folder"
     raise RobustnessUsageError(
-        f"--dataset {spec}: not a built-in dataset ({', '.join(BUILTIN_DATASETS)}), an existing Dioptra folder or an .npz file"
+        f"{option} {spec}: not a built-in dataset ({', '.join(BUILTIN_DATASETS)}), an existing Dioptra folder or an .npz file"
     )
 
 
-def load_dataset(spec: str, seed: int) -> Dataset:
-    validate_dataset_spec(spec)
-    if spec in BUILTIN_DATASETS:
+def validate_dataset_spec(spec: str, image_size: tuple[int, int, int] | None = None, *, option: str = "--dataset",
+                          cached: Callable[[tuple], bool] | None = None) -> None:
+    """Start-up check of ``--dataset``: everything a test would later trip over, before any work.
+
+    A folder is read now (every image decoded: unreadable files, sizes, classes) unless
+    ``cached(dataset_key(...))`` says the very same files were read and cached before; an .npz
+    is read and every value checked. What was read is kept for this process's session.
+    """
+    kind = _kind(spec, option)
+    if kind == "builtin":
+        if image_size is not None and image_size != BUILTIN_SHAPES[spec]:
+            raise RobustnessUsageError(f"--image-size {','.join(map(str, image_size))}: the built-in {spec} images are "
+                                       f"{','.join(map(str, BUILTIN_SHAPES[spec]))}; --image-size resizes Dioptra folders only")
+        return
+    if kind == "npz":
+        _check_npz_layout(Path(spec), _npz_shapes(Path(spec), option), option)
+        data = load_npz(Path(spec), option)
+        if image_size is not None and data.input_shape != image_size:
+            raise RobustnessUsageError(f"--image-size {','.join(map(str, image_size))}: {spec} images are "
+                                       f"{','.join(map(str, data.input_shape))}; --image-size resizes Dioptra folders only")
+        return
+    listing = list_folder(Path(spec), option)
+    if cached is not None and cached(_folder_key(listing, image_size)):
+        return
+    _load_listing(listing, image_size, option)
+
+
+def _folder_key(listing: FolderListing, image_size: tuple[int, int, int] | None) -> tuple:
+    return ("dataset", "folder", listing.fingerprint, list(image_size or ()), DATASETS_VERSION)
+
+
+def dataset_key(spec: str, seed: int, image_size: tuple[int, int, int] | None = None) -> tuple | None:
+    """What a cached copy of the loaded data is keyed by, for sources worth caching (None: read it directly).
+
+    Built-in data: its name and the seed. A folder: its listing (paths, sizes, mtimes) and the image size.
+    """
+    kind = _kind(spec)
+    if kind == "builtin":
+        return ("dataset", spec, seed, DATASETS_VERSION)
+    if kind == "folder":
+        return _folder_key(list_folder(Path(spec)), image_size)
+    return None
+
+
+def load_dataset(spec: str, seed: int, image_size: tuple[int, int, int] | None = None) -> Dataset:
+    kind = _kind(spec)
+    if kind == "builtin":
         return BUILTIN_DATASETS[spec](seed)
     path = Path(spec)
-    return load_npz(path) if path.suffix == ".npz" else load_folder(path)
+    return load_npz(path) if kind == "npz" else load_folder(path, image_size)
 
 
 def default_experiment_name(spec: str) -> str:

@@ -26,12 +26,14 @@ from .attacks import Deployed, get_attack
 from .attacks.base import seed_everything
 from .datasets import content_digest, freeze
 from .defenses import bpda, check_threat_model, get_defense
+from .errors import RobustnessUsageError
 from .metric_names import DEFENSE_METRICS, JUNIT_METRICS, KNOWN_METRICS  # noqa: F401  (re-exported)
 from .mlflow_search import all_of, equals
 from .params import case_id
 from .session import AttackRun, RobustnessSession, predict_in_batches
 from .session import BASELINE
 from .thresholds import Bound, Cell, check_bounds
+from .transfer_cells import TransferCell
 
 
 @dataclass
@@ -61,6 +63,10 @@ class AttackResult:
     defended_inputs: Any = None
     undefended: "AttackResult | None" = None  # for a defended result: the result it defends
     log_prefix: str = ""  # the prefix its metrics were logged under in the test's run
+    # Transfer cells (examples crafted on another model): where the examples came from.
+    source_architecture: str = ""
+    source_model_uri: str = ""
+    examples_uri: str = ""  # runs:/ID/ARTIFACT when read back from another MLflow run
 
     @property
     def clean_predictions(self) -> np.ndarray:
@@ -177,7 +183,7 @@ def _metrics(y_true, clean_p, adv_p, source, modified, target, distances) -> dic
     return values
 
 
-class Robustness:
+class Robustness(TransferCell):
     """Handed to each suite test: its architecture's model, data, classifier and MLflow run."""
 
     def __init__(self, session: RobustnessSession, item: pytest.Item, architecture: str):
@@ -226,7 +232,7 @@ class Robustness:
                 "robustness.nodeid": self.item.nodeid, "robustness.architecture": self.architecture,
                 "robustness.kind": "test"}, buffered=True)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
-                                             "dataset": self.session.dataset.source,
+                                             **self.session.dataset.params,
                                              "attack_backend": self.session.settings.attack_backend})
         return self.run_id
 
@@ -376,9 +382,13 @@ class Robustness:
         in the cache, so a re-run copies it instead of compressing megabytes again."""
         tracker, run_id, cache = self.session.tracker, self.ensure_run(), self.session.cache
         if undefended is None or result.x_adv is not undefended.x_adv:  # oblivious: the same examples, logged once
-            key = cache.key("examples", 2, *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true)))
+            # A deployed attack's rows also say which clean image each derives from and whether it carries
+            # the attack, so the file alone gives every adversarial image its label.
+            pairing = {"source_index": result.source_index, "modified": result.modified} if result.deployed else {}
+            key = cache.key("examples", 2, *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true,
+                                                                           *pairing.values())))
             with cache.file(key, f"{prefix}adversarial_examples.npz", lambda path: write_npz(
-                    path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true)) as npz:
+                    path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true, **pairing)) as npz:
                 tracker.log_artifact(run_id, npz)
             if result.distances:
                 with cache.file(key, f"{prefix}distance_metrics.csv",
@@ -391,7 +401,7 @@ class Robustness:
             with cache.file(key, f"{prefix}patch.png",
                             lambda path: path.write_bytes(evidence.patch_png(patches))) as png:
                 tracker.log_artifact(run_id, png)
-        columns = sample_columns(result, undefended)
+        columns = sample_columns(result, undefended, self.dataset.class_names)
         key = cache.key("samples.png", EVIDENCE_VERSION,
                         [(title, images.key if isinstance(images, Deferred) else content_digest(images), list(captions))
                          for title, images, captions in columns])
@@ -410,7 +420,8 @@ class Robustness:
                 pytest.fail(f"{self.item.name}: " + "; ".join(failures), pytrace=False)
             return
         settings = self.session.settings
-        cell = Cell(result.attack, result.params, self.architecture, result.defense, result.threat_model)
+        cell = Cell(result.attack, result.params, self.architecture, result.defense, result.threat_model,
+                    result.source_architecture)
         bounds = self.session.thresholds.bounds_for(cell, result.metrics, floors)
         baseline = self.baseline_metrics(result) if settings.baseline_uri else None
         if baseline is not None:
@@ -427,11 +438,13 @@ class Robustness:
     # -- baseline ------------------------------------------------------------------------------
     def cell_key(self, result: AttackResult) -> str:
         """Identity of a cell's numbers apart from the model: attack, parameters, defense, data, seed,
-        backend (and, through the cache key, the library versions)."""
+        backend (and, through the cache key, the library versions; for transfer cells, where the examples
+        came from)."""
+        source = [result.source_architecture, result.source_model_uri, result.examples_uri]
         return self.session.cache.key("cell", result.attack, sorted(result.params.items()), result.defense,
                                       sorted(result.defense_params.items()), result.threat_model,
                                       self.dataset.digest, self.seed, len(result.x_clean), self.architecture,
-                                      self.session.settings.attack_backend)
+                                      self.session.settings.attack_backend, *(source if any(source) else []))
 
     def baseline_metrics(self, result: AttackResult) -> dict[str, float] | None:
         """The baseline model's metrics on the same cell: from an earlier MLflow run that computed
@@ -439,6 +452,8 @@ class Robustness:
         stored = self._stored_cell_metrics(self.cell_key(result), self.registered_model(BASELINE).uri)
         if stored is not None:
             return stored
+        if result.source_model_uri:  # a transfer cell: the baseline on the very same examples
+            return self._judge(result, BASELINE).metrics
         spec = get_attack(result.attack)
         resolved = spec.resolve({k: v for k, v in result.params.items() if k in spec.schema})
         if result.defense == "none":
@@ -469,8 +484,9 @@ class Robustness:
                 "robustness.cell_prefix": result.log_prefix}
         value = result.metrics.get("adversarial_accuracy", float("nan"))
         self.record("robustness.architecture", self.architecture)
-        self.record("robustness.row", f"{result.attack} {case_id(get_attack(result.attack).schema, result.params)}".strip())
-        self.record("robustness.column", cell.defense if cell.defense == "none" else f"{cell.defense} ({cell.threat_model})")
+        self.record("robustness.row", f"{result.attack} {self.case_id(result.attack, result.params)}".strip())
+        column = cell.defense if cell.defense == "none" else f"{cell.defense} ({cell.threat_model})"
+        self.record("robustness.column", f"crafted on {cell.source_architecture}" if cell.source_architecture else column)
         self.record("robustness.value", round(float(value), 6))
         self.record("robustness.candidate", candidate)
         metrics = {}
@@ -481,7 +497,25 @@ class Robustness:
         self.session.tracker.log_batch(self.ensure_run(), metrics=metrics, tags=tags)
 
     def case_id(self, attack: str, params: Mapping[str, Any]) -> str:
-        return case_id(get_attack(attack).schema, params)
+        """The parameters' test-id form ("" for a name no attack is registered under, e.g. ``infer``)."""
+        try:
+            return case_id(get_attack(attack).schema, params)
+        except RobustnessUsageError:
+            return ""
+
+    # -- transfer (transfer_cells.TransferCell has the public methods) ------------------------------
+    def _judge(self, crafted: AttackResult, recipe: str = "") -> AttackResult:
+        """This cell's model (``recipe``'s slot) scored on ``crafted``'s examples as they are."""
+        seed_everything(self.seed)
+        with self.timed("score"):
+            judged = score(crafted.attack, crafted.params, self.registered_model(recipe).uri, crafted.x_clean,
+                           crafted.y_true, crafted.x_adv, self.session.predictor(self.architecture, recipe),
+                           crafted.run, crafted.deployed, crafted.params.get("patch_target"),
+                           memo=self._score_memo(recipe, ""))
+        judged.architecture = self.architecture
+        judged.source_architecture = crafted.source_architecture or crafted.architecture
+        judged.source_model_uri, judged.examples_uri = crafted.source_model_uri or crafted.model_uri, crafted.examples_uri
+        return judged
 
 
 GRID_ROWS = 8
@@ -492,25 +526,29 @@ def _grid_rows(result: AttackResult) -> np.ndarray:
     return np.flatnonzero(result.modified)[:GRID_ROWS]
 
 
-def sample_columns(result: AttackResult, undefended: AttackResult | None = None) -> list:
-    """Columns of the evidence grid: clean / adversarial (undefended model) / defended input (defended model)."""
+def sample_columns(result: AttackResult, undefended: AttackResult | None = None, class_names=()) -> list:
+    """Columns of the evidence grid: clean / adversarial (undefended model) / defended input (defended model),
+    captioned with class names (the label index where there are none)."""
+    def name(label) -> str:
+        return class_names[label] if 0 <= label < len(class_names) else str(label)
+
     base = undefended or result
     rows = _grid_rows(result)
     source = result.source_index[rows]
     columns = [
         ("clean", result.x_clean[source],
-         [f"true {t} pred {p}" for t, p in zip(result.y_true[source], base.clean_predictions[source])]),
+         [f"true {name(t)} pred {name(p)}" for t, p in zip(result.y_true[source], base.clean_predictions[source])]),
     ]
     if undefended is None:
-        columns.append(("adversarial", result.x_adv[rows], [f"pred {p}" for p in result.adversarial_predictions[rows]]))
+        columns.append(("adversarial", result.x_adv[rows], [f"pred {name(p)}" for p in result.adversarial_predictions[rows]]))
         return columns
     # The undefended model on ``result``'s examples' counterparts (same positions, same sources).
     base_rows = _grid_rows(base)[:len(rows)]
     columns.append(("adversarial\n(undefended)", base.x_adv[base_rows],
-                    [f"pred {p}" for p in base.adversarial_predictions[base_rows]]))
+                    [f"pred {name(p)}" for p in base.adversarial_predictions[base_rows]]))
     shown = result.defended_inputs if result.defended_inputs is not None else result.x_adv[rows]
     columns.append((f"{result.defense}\n({result.threat_model})", shown,
-                    [f"pred {p}" for p in result.adversarial_predictions[rows]]))
+                    [f"pred {name(p)}" for p in result.adversarial_predictions[rows]]))
     return columns
 
 

@@ -63,6 +63,8 @@ def sample_grid_png(columns: Sequence[tuple[str, np.ndarray, Sequence[str]]], si
     tiles = [[_to_image(images[r], size) for r in range(rows)] for _, images, _ in columns]
     cell_w = max(t.size[0] for col in tiles for t in col) if rows else size
     cell_h = (max(t.size[1] for col in tiles for t in col) if rows else size) + LABEL_HEIGHT
+    # wide enough for the longest caption (class names such as "Apple Braeburn")
+    cell_w = max([cell_w, *(int(font.getlength(str(c))) + 2 for _, _, captions in columns for c in captions[:rows])])
     pad = 6
     canvas = Image.new("RGB", (len(columns) * (cell_w + pad) + pad, HEADER_HEIGHT + rows * (cell_h + pad) + pad),
                        "white")

@@ -27,6 +27,7 @@ MARKERS = {
     "fgm": "Fast Gradient Method evasion attack cells",
     "patch": "adversarial patch attack cells",
     "defense": "cells that evaluate a defense",
+    "transfer": "examples crafted on one model, judged on another (source-to-target pairs)",
     "gpu": "needs a GPU: skipped unless --gpu",
     "slow": "slow on CPU (large architectures, adversarial training); deselect with -m 'not slow'",
     **{name: f"cells on the {name} architecture" for name in ARCHITECTURES},

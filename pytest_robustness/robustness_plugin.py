@@ -10,7 +10,7 @@ reaches back into module-level state.
 
 At the end of the session ``finish`` runs every step in one written order:
 close this process's runs; on the controller the gate's verdicts and promotion
-(and the summary artifacts), the sweep plots, then closing the session run with
+(and the summary artifacts), the sweep plots, the transfer matrix, then closing the session run with
 the JUnit XML, the counts and the reuse line.
 """
 
@@ -34,6 +34,7 @@ from .session import RobustnessSession
 from .settings import Settings
 from .sweeps import write_sweep_plots
 from .thresholds import ThresholdTable
+from .transfer import SOURCE_ARGNAME, is_transfer_test, transfer_pairs, write_transfer_matrix
 
 PLUGIN_KEY = pytest.StashKey["RobustnessPlugin"]()
 PLUGIN_NAME = "robustness-run"
@@ -52,6 +53,7 @@ class RobustnessPlugin:
         self.session: RobustnessSession | None = None
         self.suite_level_xml = None  # pytest's LogXML, under an explicit junit_family=xunit2
         self.finished: tuple[str, str] | None = None  # (session run id, reuse line) once closed
+        self.transfer_lines: list[str] = []  # the transfer matrix tables, once written
 
     @classmethod
     def of(cls, config: pytest.Config) -> "RobustnessPlugin":
@@ -89,6 +91,9 @@ class RobustnessPlugin:
         """
         if "architecture" not in metafunc.fixturenames or not is_robustness_test(metafunc.fixturenames,
                                                                                   metafunc.definition):
+            return
+        if is_transfer_test(metafunc.fixturenames):  # (source, target) pairs, e.g. shallow_net-to-le_net
+            metafunc.parametrize([SOURCE_ARGNAME, "architecture"], transfer_pairs(self.settings.architectures))
             return
         params = [pytest.param(name, id=name, marks=[getattr(pytest.mark, name)]
                                + ([pytest.mark.slow] if ARCHITECTURES[name].slow else []))
@@ -148,11 +153,20 @@ class RobustnessPlugin:
             write_sweep_plots(client, run_id, ArrayCache(self.settings.cache_dir / "arrays", self.settings.cache_mode))
         except Exception as exc:  # noqa: BLE001 - a missing plot must not turn a green session red
             warnings.warn(f"pytest-robustness: FGM sweep plots not written: {exc}", stacklevel=1)
-        reuse = close_session_run(client, self.config, self.settings, self.token, run_id, exitstatus)  # 4.
+        try:  # 4. the transfer matrix (heatmaps and CSVs), likewise from MLflow
+            self.transfer_lines = write_transfer_matrix(client, run_id, ArrayCache(self.settings.cache_dir / "arrays",
+                                                                                   self.settings.cache_mode))
+        except Exception as exc:  # noqa: BLE001 - a missing picture must not turn a green session red
+            warnings.warn(f"pytest-robustness: transfer matrix not written: {exc}", stacklevel=1)
+        reuse = close_session_run(client, self.config, self.settings, self.token, run_id, exitstatus)  # 5.
         self.finished = (run_id, reuse)
 
     def pytest_terminal_summary(self, terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-        """The gate's table (and decision), then where the session run is and what was reused."""
+        """The transfer matrix, the gate's table (and decision), then where the session run is and what was reused."""
+        if self.transfer_lines:
+            terminalreporter.write_sep("-", "transfer matrix")
+            for line in self.transfer_lines:
+                terminalreporter.write_line(line)
         lines = self.gate.terminal_lines()
         if lines:
             terminalreporter.write_sep("-", "robustness summary")

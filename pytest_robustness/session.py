@@ -25,8 +25,8 @@ from .architectures import get_architecture
 from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
 from .classifiers import make_classifier
-from .datasets import BUILTIN_DATASETS, DATASETS_VERSION, Dataset, content_digest, freeze, load_dataset
 from .attacks.base import apply_pending_seed, seed_everything
+from .datasets import Dataset, content_digest, dataset_key, freeze, load_dataset
 from .devices import configure_gpus
 from .model_registry import (
     RegisteredModel,
@@ -189,23 +189,24 @@ class RobustnessSession:
         return self._dataset
 
     def _load_dataset(self) -> Dataset:
-        """Built-in data is a pure function of its name and the seed: its split is cached.
-
-        Users' folders and files are read each session (their content may change).
+        """Built-in data (its name and the seed) and folders (their listing and the image size) are cached:
+        decoding thousands of image files is the slow part. An .npz is read directly (as fast as the cache).
         """
-        spec, seed = self.settings.dataset, self.settings.seed
-        if spec not in BUILTIN_DATASETS:
-            return load_dataset(spec, seed)
+        spec, seed, image_size = self.settings.dataset, self.settings.seed, self.settings.image_size
+        key = dataset_key(spec, seed, image_size)
+        if key is None:
+            return load_dataset(spec, seed, image_size)
 
         def split() -> dict[str, np.ndarray]:
-            data = load_dataset(spec, seed)
+            data = load_dataset(spec, seed, image_size)
             return {"x_train": data.x_train, "y_train": data.y_train, "x_test": data.x_test, "y_test": data.y_test,
                     "class_names": np.array(data.class_names), "digest": np.array(data.digest),
-                    "source": np.array(data.source)}
+                    "source": np.array(data.source), "name": np.array(data.name)}
 
-        arrays = self.memoised(("dataset", spec, seed, DATASETS_VERSION), split)
-        return Dataset(spec, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"],
-                       tuple(str(c) for c in arrays["class_names"]), str(arrays["source"]), str(arrays["digest"]))
+        arrays = self.memoised(key, split)
+        return Dataset(str(arrays["name"]) if "name" in arrays else spec, arrays["x_train"], arrays["y_train"],
+                       arrays["x_test"], arrays["y_test"], tuple(str(c) for c in arrays["class_names"]),
+                       str(arrays["source"]), str(arrays["digest"]))
 
     def eval_set(self, architecture: str, samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The first N test images: views, never copies, of the one loaded test set."""
@@ -266,7 +267,7 @@ class RobustnessSession:
             model = get_architecture(architecture).build(data.input_shape, data.n_classes)
             compile_model(model, params)
             self.tracker.log_params(run_id, {**params.as_dict(), "model_architecture": architecture,
-                                             "recipe": recipe or "standard", "dataset": data.source,
+                                             "recipe": recipe or "standard", **data.params,
                                              "dataset_digest": data.digest, "seed": self.settings.seed})
             metrics = recipe_fn(self, model, architecture, params)
             x_test, y_test = data.x_test, keras.utils.to_categorical(data.y_test, data.n_classes)

@@ -6,6 +6,7 @@ start-up with one line naming the option, value and what was expected.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 
 from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture
 from .attacks import BACKENDS
+from .cache import ArrayCache
 from .datasets import default_experiment_name, validate_dataset_spec
 from .errors import RobustnessUsageError
 from .model_uris import parse_model_uri
@@ -29,8 +31,12 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--gpu", action="store_true", default=False,
                     help="run on a GPU (fails at start-up if TensorFlow sees none); tests marked gpu need it")
     group.addoption("--dataset", default=None,
-                    help="'mnist' (built-in), a Dioptra folder with training/<label>/*.png and testing/<label>/*.png, "
-                         "or an .npz with x_train/y_train/x_test/y_test [ini: robustness_dataset; default mnist]")
+                    help="'mnist' (built-in), a Dioptra folder with training/<label>/*.png and testing/<label>/*.png "
+                         "(any image format Pillow reads), or an .npz with x_train/y_train/x_test/y_test "
+                         "[ini: robustness_dataset; default mnist]")
+    group.addoption("--image-size", default=None, metavar="H,W,C",
+                    help="resize every image of a Dioptra folder to height H, width W, C channels (1, 3 or 4) "
+                         "[ini: robustness_image_size; default: the images' own size, which must then be one]")
     group.addoption("--architecture", action="append", default=None, metavar="NAME",
                     help=f"architecture to test, repeatable: {', '.join(ARCHITECTURES)} "
                          f"[ini: robustness_architectures; default {' '.join(DEFAULT_ARCHITECTURES)}]")
@@ -50,10 +56,11 @@ def add_options(parser: pytest.Parser) -> None:
                          "(adam/rmsprop/adagrad/sgd), validation_split, samples [ini: robustness_train]")
     group.addoption("--samples", default=None, metavar="N",
                     help="attack at most N test images (0: all) [ini: robustness_samples; default 0]")
-    group.addoption("--attack-backend", default=None, choices=BACKENDS,
+    # choices and numbers are checked in read_settings, not by argparse: one line, not a usage block
+    group.addoption("--attack-backend", default=None, metavar="{" + ",".join(BACKENDS) + "}",
                     help="'compiled' (batched tf.function kernels) or 'art' (ART's own classes, the reference) "
                          "[ini: robustness_attack_backend; default compiled]")
-    group.addoption("--robustness-cache", default=None, choices=CACHE_MODES,
+    group.addoption("--robustness-cache", default=None, metavar="{" + ",".join(CACHE_MODES) + "}",
                     help="reuse adversarial examples and patches across runs [ini: robustness_cache; default readwrite]")
     group.addoption("--robustness-cache-dir", default=None, metavar="DIR",
                     help="where cached examples and locks live [ini: robustness_cache_dir; default <rootdir>/.robustness_cache]")
@@ -65,13 +72,14 @@ def add_options(parser: pytest.Parser) -> None:
     gate.addoption("--baseline-uri", default=None, metavar="URI",
                    help="registered baseline (models:/NAME@ALIAS or models:/NAME/VERSION): every cell also runs on it "
                         "and fails when the candidate drops below it by more than --max-regression")
-    gate.addoption("--max-regression", type=float, default=None, metavar="DELTA",
+    gate.addoption("--max-regression", default=None, metavar="DELTA",
                    help="tolerated absolute drop against the baseline [ini: robustness_max_regression; default 0.02]")
     gate.addoption("--promote", default=None, metavar="ALIAS",
                    help="when every selected test passed, give the candidate model versions this registry alias")
 
     parser.addini("robustness_max_regression", "default --max-regression", default="0.02")
     parser.addini("robustness_dataset", "default --dataset", default="mnist")
+    parser.addini("robustness_image_size", "default --image-size (H,W,C)", default="")
     parser.addini("robustness_architectures", "default --architecture list", type="args",
                   default=list(DEFAULT_ARCHITECTURES))
     parser.addini("robustness_experiment", "default --experiment", default="")
@@ -86,6 +94,7 @@ def add_options(parser: pytest.Parser) -> None:
 @dataclass(frozen=True)
 class Settings:
     dataset: str = "mnist"
+    image_size: tuple[int, int, int] | None = None
     architectures: tuple[str, ...] = DEFAULT_ARCHITECTURES
     model_uri: str | None = None
     experiment: str = "mnist"
@@ -138,10 +147,54 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
+def _number(option: str, raw: Any, expected: str = "a number >= 0") -> float:
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise RobustnessUsageError(f"{option} {raw!r}: expected {expected}") from None
+    if not math.isfinite(value) or value < 0:
+        raise RobustnessUsageError(f"{option} {raw!r}: expected {expected}")
+    return value
+
+
+def parse_image_size(option: str, raw: str) -> tuple[int, int, int] | None:
+    """``H,W,C`` (Dioptra's ``image_size``): positive height and width, 1, 3 or 4 channels; "" for none."""
+    if raw in (None, ""):
+        return None
+    parts = [p.strip() for p in str(raw).split(",")]
+    expected = "expected H,W,C: height and width > 0, C one of 1, 3, 4 (e.g. 28,28,1)"
+    try:
+        height, width, channels = (int(p) for p in parts)
+    except ValueError:
+        raise RobustnessUsageError(f"{option} {raw!r}: {expected}") from None
+    if height < 1 or width < 1 or channels not in (1, 3, 4):
+        raise RobustnessUsageError(f"{option} {raw!r}: {expected}")
+    return height, width, channels
+
+
+def _seed(option: str, raw: Any) -> int:
+    seed = _int(option, raw)
+    if not 0 <= seed < 2**32:
+        raise RobustnessUsageError(f"{option} {seed}: expected an integer in [0, 2**32 - 1]")
+    return seed
+
+
+def _cache_dir(option: str, path: Path) -> Path:
+    """An existing folder, or one that can be created (its nearest existing parent is a writable folder)."""
+    if path.exists():
+        if not path.is_dir():
+            raise RobustnessUsageError(f"{option} {path}: exists and is not a folder")
+        return path
+    parent = next(p for p in path.parents if p.exists())
+    if not (parent.is_dir() and os.access(parent, os.W_OK | os.X_OK)):  # sessions/ and locks/ live there too
+        raise RobustnessUsageError(f"{option} {path}: cannot be created ({parent} is not a writable folder)")
+    return path
+
+
 def read_settings(config: pytest.Config) -> Settings:
     opt = config.getoption
-    dataset = opt("--dataset") or config.getini("robustness_dataset")
-    validate_dataset_spec(dataset)
+    dataset_source, dataset = _option_or_ini(config, "--dataset", "robustness_dataset")
+    image_size = parse_image_size(*_option_or_ini(config, "--image-size", "robustness_image_size"))
 
     model_uri = opt("--model-uri")
     architectures = tuple(opt("--architecture") or ())
@@ -170,16 +223,7 @@ def read_settings(config: pytest.Config) -> Settings:
     training = TrainingParams.parse(train_items)
     explicit = frozenset(item.partition("=")[0].strip() for item in train_items)
 
-    max_regression = opt("--max-regression")
-    if max_regression is None:
-        try:
-            max_regression = float(config.getini("robustness_max_regression"))
-        except ValueError:
-            raise RobustnessUsageError(
-                f"robustness_max_regression {config.getini('robustness_max_regression')!r}: expected a number >= 0"
-            ) from None
-    if max_regression < 0:
-        raise RobustnessUsageError(f"--max-regression {max_regression}: expected a number >= 0")
+    max_regression = _number(*_option_or_ini(config, "--max-regression", "robustness_max_regression"))
     baseline_uri = opt("--baseline-uri")
     if baseline_uri:
         parse_model_uri(baseline_uri, option="--baseline-uri")
@@ -187,23 +231,34 @@ def read_settings(config: pytest.Config) -> Settings:
     if promote is not None and not promote.replace("-", "").replace("_", "").isalnum():
         raise RobustnessUsageError(f"--promote {promote!r}: an alias is letters, digits, '-' and '_'")
 
+    attack_backend = _choice(*_option_or_ini(config, "--attack-backend", "robustness_attack_backend"), BACKENDS)
+    cache_mode = _choice(*_option_or_ini(config, "--robustness-cache", "robustness_cache"), CACHE_MODES)
+    cache_source, cache_dir = _option_or_ini(config, "--robustness-cache-dir", "robustness_cache_dir")
+    cache_dir = _cache_dir(cache_source, Path(cache_dir or Path(config.rootpath) / ".robustness_cache").resolve())
+    seed = _seed(*_option_or_ini(config, "--robustness-seed", "robustness_seed"))
+    experiment = opt("--experiment") or config.getini("robustness_experiment") or default_experiment_name(dataset)
+
+    # Last, as the slowest: the data itself (a folder is decoded, unless cached; an .npz read and checked).
+    cache = ArrayCache(cache_dir / "arrays", cache_mode)
+    validate_dataset_spec(dataset, image_size, option=dataset_source, cached=lambda parts: cache.has(cache.key(*parts)))
+
     return Settings(
         thresholds_file=Path(opt("--thresholds")).resolve() if opt("--thresholds") else None,
         baseline_uri=baseline_uri,
         max_regression=max_regression,
         promote=promote,
         dataset=dataset,
+        image_size=image_size,
         architectures=architectures,
         model_uri=model_uri,
-        experiment=opt("--experiment") or config.getini("robustness_experiment") or default_experiment_name(dataset),
+        experiment=experiment,
         mlflow_uri=opt("--mlflow-uri") or default_tracking_uri(),
-        seed=_int(*_option_or_ini(config, "--robustness-seed", "robustness_seed")),
+        seed=seed,
         gpu=bool(opt("--gpu")),
         training=training,
         training_explicit=explicit,
         samples=samples,
-        attack_backend=_choice(*_option_or_ini(config, "--attack-backend", "robustness_attack_backend"), BACKENDS),
-        cache_mode=_choice(*_option_or_ini(config, "--robustness-cache", "robustness_cache"), CACHE_MODES),
-        cache_dir=Path(opt("--robustness-cache-dir") or config.getini("robustness_cache_dir")
-                       or Path(config.rootpath) / ".robustness_cache").resolve(),
+        attack_backend=attack_backend,
+        cache_mode=cache_mode,
+        cache_dir=cache_dir,
     )

@@ -29,6 +29,8 @@ def sweep_series(runs) -> dict[tuple[str, str], dict[str, list[tuple[float, floa
         params, metrics = run.data.params, run.data.metrics
         if params.get("attack") != "fgm" or params.get("fgm.minimal", "false") not in ("false", "False"):
             continue
+        if "source_architecture" in params:  # transfer and infer cells: examples crafted on another model
+            continue
         cell = (params.get("architecture", "?"), params.get("fgm.norm", "inf"))
         eps = float(params["fgm.eps"])
         if "adversarial_accuracy" in metrics:

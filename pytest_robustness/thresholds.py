@@ -22,11 +22,12 @@ Configuration is an array of tables, in ``--thresholds FILE`` (top-level
     attack_success_rate = { max = 0.5 }
 
 Selectors (all optional): ``attack``, ``params`` (attack parameters), ``defense``,
-``threat_model``, ``architecture``. A metric's bound is a number (a floor),
-``{ min = x }``, ``{ max = x }`` or ``{ relative_to = METRIC, ratio = r }``
-(a floor of r times that metric of the same cell). For each metric the most
-specific matching entry wins (more selectors; a later entry on ties), and
-replaces the suite's default for that metric.
+``threat_model``, ``architecture``, ``source_architecture`` (transfer cells: the architecture
+the examples were crafted on, or ``baseline`` for the --baseline-uri model; an entry without it
+matches transfer and white-box cells alike). A metric's bound is a number (a floor),
+``{ min = x }``, ``{ max = x }`` or ``{ relative_to = METRIC, ratio = r }`` (a floor of r
+times that metric of the same cell). For each metric the most specific matching entry wins
+(more selectors; a later entry on ties), and replaces the suite's default for that metric.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from .attacks import ATTACKS
 from .defenses import DEFENSES, THREAT_MODELS
 from .errors import RobustnessUsageError
 from .metric_names import KNOWN_METRICS
+from .metrics import DISTANCE_METRICS
 
-SELECTORS = ("attack", "params", "defense", "threat_model", "architecture")
+SELECTORS = ("attack", "params", "defense", "threat_model", "architecture", "source_architecture")
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Cell:
     architecture: str
     defense: str = "none"
     threat_model: str = ""
+    source_architecture: str = ""  # transfer cells: where the examples were crafted
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class Entry:
         if "defense" in sel and sel["defense"] != cell.defense:
             return False
         if "threat_model" in sel and sel["threat_model"] != cell.threat_model:
+            return False
+        if "source_architecture" in sel and sel["source_architecture"] != cell.source_architecture:
             return False
         return all(_same(cell.params.get(k), v) for k, v in sel.get("params", {}).items())
 
@@ -216,7 +221,8 @@ def _entry(where: Path, number: int, item: Any) -> Entry:
         raise RobustnessUsageError(f"{label}: expected a table")
     selectors = {k: item[k] for k in SELECTORS if k in item}
     metrics = known_metrics()
-    choices = {"attack": list(ATTACKS), "architecture": list(ARCHITECTURES), "defense": ["none", *DEFENSES],
+    choices = {"attack": list(ATTACKS), "architecture": list(ARCHITECTURES), "source_architecture": [*ARCHITECTURES, "baseline"],
+               "defense": ["none", *DEFENSES],
                "threat_model": list(THREAT_MODELS)}
     for key, allowed in choices.items():
         if key in selectors and selectors[key] not in allowed:
@@ -232,7 +238,8 @@ def _entry(where: Path, number: int, item: Any) -> Entry:
             raise RobustnessUsageError(f"{label}: unknown {selectors['attack']} parameter(s) {', '.join(unknown)}; "
                                        f"allowed: {', '.join(schema)}")
     max_regression = item.get("max_regression")
-    if max_regression is not None and (not isinstance(max_regression, (int, float)) or max_regression < 0):
+    if max_regression is not None and (not isinstance(max_regression, (int, float)) or isinstance(max_regression, bool)
+                                       or not math.isfinite(max_regression) or max_regression < 0):
         raise RobustnessUsageError(f"{label}: max_regression = {max_regression!r}; expected a number >= 0")
     bounds = {}
     for key, value in item.items():
@@ -245,16 +252,40 @@ def _entry(where: Path, number: int, item: Any) -> Entry:
     return Entry(selectors, bounds, max_regression, f"{where.name} entry {number}")
 
 
+def metric_range(metric: str) -> tuple[float, float]:
+    """The values a metric can take: a bound outside them can never be met (or always is)."""
+    if metric in ("accuracy_gain", "clean_accuracy_gain"):
+        return -1.0, 1.0
+    if metric == "patched_count":
+        return 0.0, math.inf
+    base, _, stat = next(((d, "_", metric[len(d) + 1:]) for d in DISTANCE_METRICS
+                          if metric == d or metric.startswith(f"{d}_")), (metric, "", ""))
+    if base == "cosine_similarity":
+        return (0.0, 2.0) if stat in ("stdev", "iqr") else (-1.0, 1.0)
+    if base in DISTANCE_METRICS:
+        return 0.0, math.inf
+    return 0.0, 1.0  # accuracies, rates, precision, recall, f1, auc
+
+
+def _in_range(label: str, metric: str, shown: str, value: float) -> float:
+    low, high = metric_range(metric)
+    if not (math.isfinite(value) and low <= value <= high):
+        span = f"[{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+        raise RobustnessUsageError(f"{label}: {metric} = {shown}; expected a value {span}, the range of {metric}")
+    return value
+
+
 def _bound_spec(label: str, metric: str, value: Any, metrics: list[str]) -> dict[str, Any]:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"min": float(value)}
+        return {"min": _in_range(label, metric, repr(value), float(value))}
     if isinstance(value, dict):
         if set(value) == {"min"} or set(value) == {"max"}:
             (kind, number), = value.items()
             if isinstance(number, (int, float)) and not isinstance(number, bool):
-                return {kind: float(number)}
+                return {kind: _in_range(label, metric, f"{{ {kind} = {number!r} }}", float(number))}
         if set(value) == {"relative_to", "ratio"} and value["relative_to"] in metrics \
-                and isinstance(value["ratio"], (int, float)) and value["ratio"] >= 0:
+                and isinstance(value["ratio"], (int, float)) and not isinstance(value["ratio"], bool) \
+                and math.isfinite(value["ratio"]) and value["ratio"] >= 0:
             return dict(value)
     raise RobustnessUsageError(
         f"{label}: {metric} = {value!r}; expected a number (floor), {{ min = x }}, {{ max = x }} "

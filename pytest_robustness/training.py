@@ -28,9 +28,9 @@ class TrainingParams:
 
     def __post_init__(self) -> None:
         checks = {
-            "epochs": self.epochs > 0,
+            "epochs": math.isfinite(self.epochs) and self.epochs > 0,
             "batch_size": self.batch_size >= 1,
-            "learning_rate": self.learning_rate > 0,
+            "learning_rate": math.isfinite(self.learning_rate) and self.learning_rate > 0,
             "optimizer": self.optimizer in OPTIMIZERS,
             "validation_split": 0 <= self.validation_split < 1,
             "samples": self.samples >= 0,

@@ -63,8 +63,10 @@ def random_images(rng, n, shape):
 
 @pytest.mark.parametrize("shape, channels", [((12, 10), 1), ((12, 10, 3), 3)], ids=["grey", "rgb"])
 def test_dioptra_folder_png_images(tmp_path, shape, channels):
+    import keras
+
     rng = np.random.default_rng(0)
-    # Numeric labels sort numerically (10 after 9), as Dioptra's class indices do.
+    # Keras' image_dataset_from_directory order: plain sorted names ("10" before "2").
     labels = ["2", "9", "10"]
     images = {"training": {lab: random_images(rng, 3, shape) for lab in labels},
               "testing": {lab: random_images(rng, 2, shape) for lab in labels}}
@@ -72,11 +74,18 @@ def test_dioptra_folder_png_images(tmp_path, shape, channels):
 
     validate_dataset_spec(str(root))
     data = load_dataset(str(root), seed=0)
-    assert data.class_names == ("2", "9", "10")
+    assert data.class_names == ("10", "2", "9")
     assert data.x_train.shape == (9, 12, 10, channels) and data.x_test.shape == (6, 12, 10, channels)
     assert data.x_train.dtype == np.float32
-    expected = np.stack([a for lab in labels for a in images["training"][lab]]).reshape(data.x_train.shape)
+    expected = np.stack([a for lab in sorted(labels) for a in images["training"][lab]]).reshape(data.x_train.shape)
     np.testing.assert_array_equal(data.x_train, expected.astype(np.float32) / 255.0)
+    # The same classes, images and labels, in the same order, as the user's Keras training job would see.
+    theirs = keras.utils.image_dataset_from_directory(root / "training", shuffle=False, batch_size=None,
+                                                      image_size=shape[:2], color_mode="grayscale" if channels == 1 else "rgb")
+    assert tuple(theirs.class_names) == data.class_names
+    x_keras, y_keras = zip(*((x.numpy(), int(y)) for x, y in theirs))
+    np.testing.assert_array_equal(np.stack(x_keras) / 255.0, data.x_train)
+    assert list(y_keras) == data.y_train.tolist()
     assert data.y_train.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert data.y_test.tolist() == [0, 0, 1, 1, 2, 2]
     assert data.name == "digits"

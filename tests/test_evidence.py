@@ -35,3 +35,22 @@ def test_accuracy_vs_eps_plot():
     image = opened(evidence.accuracy_vs_eps_png(
         {"none": [(0.1, 0.8), (0.3, 0.1)], "jpeg_compression (adaptive)": [(0.1, 0.85), (0.3, 0.12)]}, "FGM"))
     assert image.size == (640, 420)
+
+
+def test_sample_grid_captions_use_class_names_and_fit_them():
+    from types import SimpleNamespace
+
+    from pytest_robustness.evaluation import sample_columns
+
+    x = np.zeros((3, 8, 8, 3), np.float32)
+    result = SimpleNamespace(modified=np.array([True, False, True]), source_index=np.arange(3), x_clean=x,
+                             y_true=np.array([0, 1, 2]), clean_predictions=np.array([0, 1, 1]), x_adv=x,
+                             adversarial_predictions=np.array([2, 1, 0]))
+    names = ("Apple Braeburn", "Apple Granny Smith", "Banana Lady Finger")
+    columns = sample_columns(result, class_names=names)
+    assert columns[0][2] == ["true Apple Braeburn pred Apple Braeburn", "true Banana Lady Finger pred Apple Granny Smith"]
+    assert columns[1][2] == ["pred Banana Lady Finger", "pred Apple Braeburn"]
+    assert sample_columns(result)[0][2] == ["true 0 pred 0", "true 2 pred 1"]  # no names: the label index
+    wide = opened(evidence.sample_grid_png(columns))
+    narrow = opened(evidence.sample_grid_png(sample_columns(result)))
+    assert wide.size[0] > narrow.size[0] == 2 * (112 + 6) + 6  # the long captions widen the cells

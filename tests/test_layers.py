@@ -26,12 +26,13 @@ LAYERS = {
              "versions", "model_uris", "mlflow_search", "progress"},
     "registries": {"architectures", "attacks", "attacks.base", "attacks.fgm", "attacks.patch", "attacks.compiled",
                    "attacks.defense_kernels", "attacks.adversarial_training", "patch_deployment", "defenses", "datasets",
-                   "recipes"},
+                   "data_checks", "image_folders", "recipes",
+                   "cache"},  # the content-addressed store: settings' start-up data check asks it what is cached
     "options": {"settings", "thresholds"},
-    "engine": {"cache", "tracking", "orphans", "model_registry", "devices", "session"},
-    "cell API": {"evaluation", "grid", ""},  # "" is the package itself: the suites' API (attack_cases ...)
+    "engine": {"tracking", "orphans", "model_registry", "devices", "session", "adversarial_sets"},
+    "cell API": {"evaluation", "transfer_cells", "grid", ""},  # "" is the package itself: the suites' API (attack_cases ...)
     "pytest glue": {"plugin", "robustness_plugin", "scope", "junit", "fixtures", "reporting", "gating", "sweeps",
-                    "ordering"},
+                    "ordering", "transfer"},
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 LAYER_NAME = {module: name for name, modules in LAYERS.items() for module in modules}

@@ -36,10 +36,12 @@ def test_help_lists_every_option_and_ini_key(pytester):
     assert "adversarial robustness (pytest-robustness):" in out
     for option in ("--gpu", "--dataset=DATASET", "--architecture=NAME", "--model-uri=URI", "--experiment=",
                    "--mlflow-uri=URI", "--robustness-seed=SEED", "--train=KEY=VALUE", "--samples=N",
-                   "--attack-backend={compiled,art}", "--robustness-cache={readwrite,read,write,off}"):
+                   "--attack-backend={compiled,art}", "--robustness-cache={readwrite,read,write,off}",
+                   "--image-size=H,W,C", "--max-regression=DELTA"):
         assert option in out, option
     for key in ("robustness_dataset", "robustness_architectures", "robustness_experiment", "robustness_seed",
-                "robustness_train", "robustness_samples", "robustness_attack_backend", "robustness_cache"):
+                "robustness_train", "robustness_samples", "robustness_attack_backend", "robustness_cache",
+                "robustness_image_size", "robustness_max_regression"):
         assert f"  {key} (" in out, key
 
 
@@ -148,3 +150,12 @@ def test_architecture_fixture_parametrises_with_markers(pytester):
 def test_repeated_architecture_is_deduplicated(pytester):
     s = resolved_settings(pytester, "--architecture", "le_net", "--architecture", "le_net")
     assert s["architectures"] == ["le_net"]
+
+
+def test_image_size_from_ini_and_command_line(pytester):
+    pytester.makepyprojecttoml('''
+        [tool.pytest.ini_options]
+        robustness_image_size = "28, 28, 1"
+    ''')
+    assert resolved_settings(pytester)["image_size"] == [28, 28, 1]
+    assert resolved_settings(pytester, "--image-size", "28,28,1", "--max-regression", "0.05")["max_regression"] == 0.05
