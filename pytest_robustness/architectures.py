@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from . import registry_scope
 from .errors import RobustnessUsageError
 
 if TYPE_CHECKING:  # Keras is imported only when a model is built: plain `pytest` stays fast.
@@ -144,10 +145,16 @@ ARCHITECTURES: dict[str, Architecture] = {
 DEFAULT_ARCHITECTURES = ("le_net", "shallow_net")
 
 
+def known_architectures() -> dict[str, Architecture]:
+    """The architectures of the running session's registry (outside a session: the built-ins)."""
+    return registry_scope.table("architecture", ARCHITECTURES)
+
+
 def get_architecture(name: str) -> Architecture:
+    known = known_architectures()
     try:
-        return ARCHITECTURES[name]
+        return known[name]
     except KeyError:
         raise RobustnessUsageError(
-            f"--architecture {name}: unknown architecture; choose from {', '.join(ARCHITECTURES)}"
+            f"--architecture {name}: unknown architecture; choose from {', '.join(known)}"
         ) from None

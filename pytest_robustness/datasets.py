@@ -14,10 +14,11 @@ import weakref
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from . import registry_scope
 from .data_checks import check_images, check_same_image_shape, check_test_labels_known, integer_labels
 from .errors import RobustnessUsageError
 from .image_folders import FolderListing, list_folder, read_folder
@@ -246,12 +247,42 @@ def _remember(key: tuple, data: Dataset) -> Dataset:
     return data
 
 
+@dataclass(frozen=True)
+class DatasetSource:
+    """A dataset registered by name (``registry.add_dataset``): ``load(seed, **params)`` returns a
+    :class:`Dataset` or a mapping with x_train, y_train, x_test, y_test (uint8 or [0, 1] images, integer
+    labels) and optionally class_names."""
+
+    name: str
+    load: Callable[..., Any]
+    params: Mapping[str, Any] = field(default_factory=dict)  # resolved parameters
+    doc: str = ""
+
+    def load_dataset(self, seed: int) -> Dataset:
+        out = self.load(seed, **self.params)
+        if isinstance(out, Dataset):
+            return out
+        missing = [k for k in NPZ_KEYS if k not in out]
+        if missing:
+            raise RobustnessUsageError(f"--dataset {self.name}: its loader returned no {', '.join(missing)}")
+        y_train, y_test = (np.asarray(out[k]) for k in ("y_train", "y_test"))
+        n_classes = int(max(y_train.max(), y_test.max())) + 1
+        names = out.get("class_names") or [str(i) for i in range(n_classes)]
+        return _finish(self.name, out["x_train"], y_train, out["x_test"], y_test, names, f"registered:{self.name}")
+
+
+def registered_datasets() -> Mapping[str, DatasetSource]:
+    return registry_scope.table("dataset", {})
+
+
 def _kind(spec: str, option: str = "--dataset") -> str:
     if not spec.strip():
         raise RobustnessUsageError(f"{option} {spec!r}: expected a built-in dataset ({', '.join(BUILTIN_DATASETS)}), "
                                    "a Dioptra folder or an .npz file")
     if spec in BUILTIN_DATASETS:
         return "builtin"
+    if spec in registered_datasets():
+        return "registered"
     path = Path(spec)
     if path.suffix == ".npz":
         if not path.is_file():
@@ -260,7 +291,8 @@ def _kind(spec: str, option: str = "--dataset") -> str:
     if path.is_dir():
         return "folder"
     raise RobustnessUsageError(
-        f"{option} {spec}: not a built-in dataset ({', '.join(BUILTIN_DATASETS)}), an existing Dioptra folder or an .npz file"
+        f"{option} {spec}: not a built-in dataset ({', '.join({**BUILTIN_DATASETS, **registered_datasets()})}), "
+        "an existing Dioptra folder or an .npz file"
     )
 
 
@@ -273,6 +305,8 @@ def validate_dataset_spec(spec: str, image_size: tuple[int, int, int] | None = N
     is read and every value checked. What was read is kept for this process's session.
     """
     kind = _kind(spec, option)
+    if kind == "registered":
+        return  # the registering code's data: loaded when first needed
     if kind == "builtin":
         if image_size is not None and image_size != BUILTIN_SHAPES[spec]:
             raise RobustnessUsageError(f"--image-size {','.join(map(str, image_size))}: the built-in {spec} images are "
@@ -312,6 +346,8 @@ def load_dataset(spec: str, seed: int, image_size: tuple[int, int, int] | None =
     kind = _kind(spec)
     if kind == "builtin":
         return BUILTIN_DATASETS[spec](seed)
+    if kind == "registered":
+        return registered_datasets()[spec].load_dataset(seed)
     path = Path(spec)
     return load_npz(path) if kind == "npz" else load_folder(path, image_size)
 

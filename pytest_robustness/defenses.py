@@ -23,6 +23,7 @@ undefended model's examples, ``adaptive`` attacks the PGD model itself.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -31,12 +32,12 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from . import registry_scope
 from .attacks.base import seed_everything
 from .classifiers import make_classifier
 from .errors import RobustnessUsageError
 from .params import Param, flag, numeric, resolve
-from .recipes import register_recipe
-from .training import make_optimizer, training_subset
+from .training import fit, make_optimizer, training_subset
 
 THREAT_MODELS = ("oblivious", "adaptive")
 CLIP_VALUES = (0.0, 1.0)
@@ -57,6 +58,16 @@ class Defense:
     compiled: Callable[[Mapping[str, Any]], Callable[[Any], Any] | None] | None = None
     constraints: tuple[Constraint, ...] = ()
     doc: str = ""
+
+    def training_recipe(self, resolved: Mapping[str, Any]) -> str | None:
+        """The model this configured defense is evaluated on, if not the plain one: a training
+        defense's recipe, or, for a preprocessing defense with ``apply_fit``, the model trained
+        on defended data (registered as its own model)."""
+        if self.recipe is not None:
+            return self.recipe(resolved)
+        if self.preprocessor is not None and resolved.get("apply_fit"):
+            return fit_recipe(self, resolved)
+        return None
 
     def resolve(self, values: Mapping[str, Any]) -> dict[str, Any]:
         return resolve(f"defense {self.name}", self.params, values, self.constraints)
@@ -108,7 +119,7 @@ def bpda(preprocessor):
 
 # -- preprocessing defenses ------------------------------------------------------------
 APPLY = {
-    "apply_fit": flag(False, doc="apply when fitting (the harness evaluates trained models: recorded only)"),
+    "apply_fit": flag(False, doc="train a model on defended data (its own registered model) and evaluate that"),
     "apply_predict": flag(True, doc="apply when predicting"),
 }
 
@@ -182,7 +193,7 @@ def _eps_step_within_eps(p) -> str | None:
     return None
 
 
-def pgd_training(session, model, architecture: str, params, *, pgd: Mapping[str, Any]) -> dict[str, float]:
+def pgd_training(session, model, architecture: str, training, *, params: Mapping[str, Any]) -> dict[str, float]:
     """Adversarial training with PGD (L-inf), every batch of every epoch: ART's ``AdversarialTrainer``
     with ``--attack-backend art`` (the reference), else the compiled trainer reproducing its recipe.
 
@@ -192,24 +203,27 @@ def pgd_training(session, model, architecture: str, params, *, pgd: Mapping[str,
     """
     import keras
 
-    data = session.dataset
+    data, pgd = session.dataset, params
     model.set_weights(session.model(architecture).model.get_weights())
     seed_everything(session.settings.seed)
-    optimizer = make_optimizer(params.optimizer, params.learning_rate)
-    loss_object = keras.losses.CategoricalCrossentropy()
-    x, y = training_subset(data.x_train, data.y_train, params.samples)
+    optimizer = make_optimizer(training.optimizer, training.learning_rate)
+    # Both trainers train the model through its logits (the wrapper shares its weights), as attacks use them
+    loss_object = keras.losses.CategoricalCrossentropy(from_logits=True)
+    x, y = training_subset(data.x_train, data.y_train, training.samples)
     y_onehot = keras.utils.to_categorical(y, data.n_classes)
     if session.settings.attack_backend == "art":
-        art_pgd_training(model, x, y_onehot, data, optimizer, loss_object, params.batch_size, pgd)
+        art_pgd_training(model, x, y_onehot, data, optimizer, loss_object, training.batch_size, pgd)
     else:
         from .attacks.adversarial_training import madry_pgd_fit
 
         def progress(epoch: int, epochs: int, seconds: float) -> None:
             session.progress(f"PGD training {architecture}: epoch {epoch + 1}/{epochs}, {seconds:.1f} s")
 
-        madry_pgd_fit(model, x, y_onehot, optimizer=optimizer, loss_object=loss_object, eps=pgd["eps"],
+        from .model_adapter import adapt
+
+        madry_pgd_fit(adapt(model).model, x, y_onehot, optimizer=optimizer, loss_object=loss_object, eps=pgd["eps"],
                       eps_step=pgd["eps_step"], max_iter=pgd["max_iter"], ratio=pgd["ratio"], epochs=pgd["epochs"],
-                      batch_size=params.batch_size, seed=session.settings.seed, progress=progress)
+                      batch_size=training.batch_size, seed=session.settings.seed, progress=progress)
     return {f"pgd_{k}": float(v) for k, v in pgd.items()}
 
 
@@ -233,13 +247,50 @@ def art_pgd_training(model, x, y_onehot, data, optimizer, loss_object, batch_siz
     trainer.fit(x, y_onehot, batch_size=batch_size, nb_epochs=pgd["epochs"])
 
 
+# Training recipes registered outside a pytest session (in a session: its registry's).
+RECIPES: dict[str, tuple[Callable, dict[str, Any]]] = {}
+
+
+def training_recipe(tag: str, train: Callable, resolved: Mapping[str, Any], defaults: Mapping[str, Any]) -> str:
+    """Register ``train`` with these parameters as a training recipe: named ``tag`` for the defaults,
+    else ``tag-<digest of the parameters>``; the name tags the registered model it trains."""
+    resolved = dict(resolved)
+    name = tag
+    if resolved != dict(defaults):
+        name = f"{tag}-" + hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
+    registry_scope.table("recipe", RECIPES).setdefault(name, (functools.partial(train, params=resolved), resolved))
+    return name
+
+
+def recipe(name: str) -> tuple[Callable, dict[str, Any]]:
+    """A registered training recipe (``""``, plain training, is the session's own)."""
+    return registry_scope.table("recipe", RECIPES)[name]
+
+
 def pgd_recipe(pgd: Mapping[str, Any]) -> str:
     """Register the PGD recipe for these parameters; ``pgd`` for the defaults, else ``pgd-<digest>``."""
-    resolved = dict(pgd)
-    name = "pgd"
-    if resolved != PGD_DEFAULTS:
-        name = "pgd-" + hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:8]
-    return register_recipe(name, functools.partial(pgd_training, pgd=resolved), resolved)
+    return training_recipe("pgd", pgd_training, pgd, PGD_DEFAULTS)
+
+
+def fit_training(session, model, architecture: str, training, *, params: Mapping[str, Any],
+                 defense: "Defense") -> dict[str, float]:
+    """Plain training on the defended training set: ``defense``'s preprocessor applied to
+    (images, labels), e.g. Gaussian augmentation adding noisy copies (Dioptra's data augmentation)."""
+    data = session.dataset
+    x, y = training_subset(data.x_train, data.y_train, training.samples)
+    seed_everything(session.settings.seed)
+    x_def, y_def = defense.preprocessor({**params, "apply_fit": True})(np.array(x), np.array(y))
+    y_def = np.asarray(y if y_def is None else y_def)
+    # Keras validates on the last images: shuffle, or it would validate on the noisy copies only.
+    order = np.random.default_rng([session.settings.seed, 23]).permutation(len(x_def))
+    metrics = fit(model, np.asarray(x_def, dtype=np.float32)[order], y_def[order], dataclasses.replace(training, samples=0),
+                  data.n_classes, session.settings.seed)
+    return {**metrics, "defended_training_images": float(len(x_def))}
+
+
+def fit_recipe(defense: "Defense", resolved: Mapping[str, Any]) -> str:
+    """The recipe of a preprocessing defense with ``apply_fit``: ``<name>-fit-<digest>``."""
+    return training_recipe(f"{defense.name}-fit", functools.partial(fit_training, defense=defense), resolved, {})
 
 
 DEFENSES: dict[str, Defense] = {
@@ -261,6 +312,9 @@ DEFENSES: dict[str, Defense] = {
             "sigma": numeric(0.1, 0, low_open=True, id_prefix="sigma", doc="standard deviation of the noise"),
             "ratio": numeric(1.0, 0, low_open=True, doc="with augmentation: noisy copies added per sample"),
             "augmentation": flag(False, doc="add noisy copies instead of replacing (fit only)"),
+            # Randomised at prediction: adaptive gradients average this many draws (Expectation over
+            # Transformation) and defended accuracy is the mean of this many prediction draws.
+            "eot_samples": numeric(8, 1, integer=True, id_prefix="eot", doc="noise draws per gradient and accuracy"),
             **APPLY,
         }, preprocessor=_gaussian_augmentation, constraints=(_augmentation_only_on_fit,),
             doc="ART GaussianAugmentation: Gaussian noise on the inputs"),
@@ -271,10 +325,11 @@ DEFENSES: dict[str, Defense] = {
 
 
 def get_defense(name: str) -> Defense:
+    defenses = registry_scope.table("defense", DEFENSES)
     try:
-        return DEFENSES[name]
+        return defenses[name]
     except KeyError:
-        raise RobustnessUsageError(f"defense {name!r}: unknown; choose from {', '.join(DEFENSES)}") from None
+        raise RobustnessUsageError(f"defense {name!r}: unknown; choose from {', '.join(defenses)}") from None
 
 
 def check_threat_model(threat_model: str) -> str:

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import functools
 import io
+import tempfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -20,17 +21,18 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import pytest
 
-from . import evidence
+from . import evidence, masking
 from . import metrics as m
+from . import patch_control, randomised, statistics
 from .attacks import Deployed, get_attack
 from .attacks.base import seed_everything
 from .datasets import content_digest, freeze
 from .defenses import bpda, check_threat_model, get_defense
 from .errors import RobustnessUsageError
-from .metric_names import DEFENSE_METRICS, JUNIT_METRICS, KNOWN_METRICS  # noqa: F401  (re-exported)
+from .metric_names import DEFENSE_METRICS, JUNIT_METRICS, KNOWN_METRICS, PAIRED_METRICS  # noqa: F401  (re-exported)
 from .mlflow_search import all_of, equals
 from .params import case_id
-from .session import AttackRun, RobustnessSession, predict_in_batches
+from .session import AttackRun, LazyClassifier, RobustnessSession, predict_in_batches, unwrap
 from .session import BASELINE
 from .thresholds import Bound, Cell, check_bounds
 from .transfer_cells import TransferCell
@@ -63,6 +65,10 @@ class AttackResult:
     defended_inputs: Any = None
     undefended: "AttackResult | None" = None  # for a defended result: the result it defends
     log_prefix: str = ""  # the prefix its metrics were logged under in the test's run
+    # How many images each proportion is over (for confidence intervals and confidence = floors).
+    sample_sizes: dict[str, int] = field(default_factory=dict)
+    # What crafted the examples: (recipe, defence key, classifier or None for the undefended model).
+    crafted_on: tuple | None = None
     # Transfer cells (examples crafted on another model): where the examples came from.
     source_architecture: str = ""
     source_model_uri: str = ""
@@ -159,8 +165,12 @@ def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_tru
     parts = memo(key, measure) if memo is not None else measure()
     values = {str(k): float(v) for k, v in zip(parts["metric_names"], parts["metric_values"])}
     distances = {k[len("distance__"):]: v for k, v in parts.items() if k.startswith("distance__")}
+    sizes = statistics.sample_sizes(y_true, y_true[source], parts["clean_probabilities"].argmax(1)[source],
+                                    modified if deployed is not None else None, target)
+    values.update(statistics.intervals(values, sizes))
     return AttackResult(attack, dict(params), model_uri, x_clean, y_true, x_adv, parts["clean_probabilities"],
-                        parts["adversarial_probabilities"], values, distances, run, deployed=deployed)
+                        parts["adversarial_probabilities"], values, distances, run, deployed=deployed,
+                        sample_sizes=sizes)
 
 
 def _metrics(y_true, clean_p, adv_p, source, modified, target, distances) -> dict[str, float]:
@@ -231,9 +241,13 @@ class Robustness(TransferCell):
             self.run_id = tracker.start_child_run(self.item.name, {
                 "robustness.nodeid": self.item.nodeid, "robustness.architecture": self.architecture,
                 "robustness.kind": "test"}, buffered=True)
+            _, _, input_range = self.session.adaptation(self.architecture)
+            model_output = self.session.model_output(self.architecture)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
                                              **self.session.dataset.params,
-                                             "attack_backend": self.session.settings.attack_backend})
+                                             "attack_backend": self.session.settings.attack_backend,
+                                             "model_output": model_output,
+                                             "input_range": ",".join(f"{v:g}" for v in input_range)})
         return self.run_id
 
     def record(self, name: str, value: Any) -> None:
@@ -260,6 +274,12 @@ class Robustness(TransferCell):
         self.log_result(result)
         return result
 
+    def measure(self, name: str, recipe: str = "", **params: Any) -> AttackResult:
+        """Attack ``name``'s result (shared memo and cache), not logged: to compare another cell's
+        result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s."""
+        spec = get_attack(name)
+        return self._craft(spec, spec.resolve(params), recipe=recipe)
+
     def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
                defence_key: str = "", attack_model=None) -> AttackResult:
         """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored
@@ -272,13 +292,26 @@ class Robustness(TransferCell):
             deployed = self.session.deployment(run, x, resolved) if spec.deploy is not None else None
         params = {**resolved, **run.extra_params}
         seed_everything(self.seed)  # randomised defenses (Gaussian noise) predict reproducibly
+        scorer = classifier or self.session.predictor(self.architecture, recipe)
         with self.timed("score"):
             result = score(spec.name, params, self.registered_model(recipe).uri, x, y,
-                           deployed.x if deployed is not None else run.x_adv,
-                           classifier or self.session.predictor(self.architecture, recipe), run, deployed,
+                           deployed.x if deployed is not None else run.x_adv, scorer, run, deployed,
                            params.get("patch_target"), memo=self._score_memo(recipe, defence_key))
         result.architecture = self.architecture
+        result.crafted_on = (recipe, defence_key, classifier)
+        if deployed is not None:
+            with self.timed("score"):
+                self._add_control(result, spec, params, scorer, recipe, defence_key)
         return result
+
+    def _add_control(self, result: AttackResult, spec, params: dict[str, Any], classifier, recipe: str,
+                     defence_key: str) -> None:
+        """A patch cell's random-noise control, deployed the same way, scored by the same classifier."""
+        values = patch_control.control_metrics(
+            self._score_memo(recipe, defence_key), spec, result.run.x_adv, result.x_clean, result.y_true,
+            result.clean_predictions, params, self.seed, classifier, params.get("patch_target"), result.metrics)
+        result.metrics.update(values)
+        result.metrics.update(statistics.intervals(values, result.sample_sizes))
 
     def _score_memo(self, recipe: str, defence_key: str):
         """Scores are a pure function of the classifier (weights, defences, seed) and the inputs."""
@@ -308,18 +341,25 @@ class Robustness(TransferCell):
         spec = get_defense(defense)
         attack = get_attack(result.attack)
         attack_params = attack.resolve({k: v for k, v in result.params.items() if k in attack.schema})
-        recipe = spec.recipe(resolved) if spec.recipe is not None else base_recipe
+        recipe = spec.training_recipe(resolved) or base_recipe  # adversarial training, apply_fit: own model
         key = spec.key(resolved) if spec.preprocessor is not None else ""
         # Built on first use: a cached result needs neither the model nor the defense.
+        draws = randomised.eot_samples(resolved) if key else 1
         classifier = self.session.lazy_classifier(
             self.architecture, recipe, defences=(lambda: (bpda(spec.preprocessor(resolved)),)) if key else (),
             defence_key=key)
+        if draws > 1:  # a randomised defense: adaptive gradients by Expectation over Transformation
+            classifier = LazyClassifier(lambda plain=classifier: randomised.with_eot(unwrap(plain), draws))
         if threat_model == "oblivious":
             seed_everything(self.seed)
             with self.timed("score"):
                 defended = score(result.attack, result.params, self.registered_model(recipe).uri, result.x_clean,
                                  result.y_true, result.x_adv, classifier, result.run, result.deployed,
                                  result.params.get("patch_target"), memo=self._score_memo(recipe, key))
+            defended.crafted_on = result.crafted_on
+            if result.deployed is not None:
+                with self.timed("score"):
+                    self._add_control(defended, attack, result.params, classifier, recipe, key)
         else:
             compiled_form = spec.compiled(resolved) if key and spec.compiled is not None else None
             attack_model = (lambda: self.session.defended_model(self.architecture, recipe, key, compiled_form)
@@ -339,11 +379,23 @@ class Robustness(TransferCell):
         defended.architecture, defended.defense, defended.threat_model = self.architecture, defense, threat_model
         defended.defense_params = resolved
         defended.undefended = result
+        accuracy, spread = defended.metrics["adversarial_accuracy"], {}
+        if draws > 1:  # defended accuracy of a randomised defense: the mean over prediction draws
+            def over_draws() -> dict[str, np.ndarray]:
+                seed_everything(self.seed)
+                return {"accuracy": randomised.accuracy_over_draws(classifier, defended.x_adv,
+                                                                   defended.y_adversarial, draws)}
+
+            per_draw = self._score_memo(recipe, key)(
+                ("accuracy_over_draws", content_digest(defended.x_adv), content_digest(defended.y_adversarial),
+                 draws), over_draws)["accuracy"]
+            accuracy, spread = float(per_draw.mean()), {"defended_accuracy_std": float(per_draw.std())}
         defended.metrics.update({
-            "defended_accuracy": defended.metrics["adversarial_accuracy"],
-            "accuracy_gain": defended.metrics["adversarial_accuracy"] - result.metrics["adversarial_accuracy"],
+            "defended_accuracy": accuracy, **spread,
+            "accuracy_gain": accuracy - result.metrics["adversarial_accuracy"],
             "clean_accuracy_gain": defended.metrics["clean_accuracy"] - result.metrics["clean_accuracy"],
         })
+        defended.metrics.update(statistics.intervals({"defended_accuracy": accuracy}, defended.sample_sizes))
         return defended
 
     def log_defended(self, undefended: AttackResult, defended: AttackResult) -> None:
@@ -423,17 +475,72 @@ class Robustness(TransferCell):
         cell = Cell(result.attack, result.params, self.architecture, result.defense, result.threat_model,
                     result.source_architecture)
         bounds = self.session.thresholds.bounds_for(cell, result.metrics, floors)
-        baseline = self.baseline_metrics(result) if settings.baseline_uri else None
+        baseline, baseline_correct = (self._baseline(result) if settings.baseline_uri_for(self.architecture)
+                                      else (None, None))
+        paired_failures, notes = [], []
         if baseline is not None:
             tolerance, origin = self.session.thresholds.max_regression_for(cell)
             uri = self.registered_model(BASELINE).uri
-            bounds += [Bound(b.metric, ">=", baseline[b.metric] - tolerance,
-                             f"baseline {uri} {baseline[b.metric]:.4f} - max_regression {tolerance:g} [{origin}]")
-                       for b in list(bounds) if b.op == ">=" and b.metric in baseline]
-        self._record_cell(result, cell, baseline)
-        failures = check_bounds(result.metrics, bounds)
+            correct = correctness(result)
+            for bound in [b for b in bounds if b.op == ">=" and b.metric in baseline]:
+                if baseline_correct is not None and bound.metric in correct and bound.metric in baseline_correct \
+                        and len(correct[bound.metric]) == len(baseline_correct[bound.metric]):
+                    failure, note = self._paired(bound.metric, correct[bound.metric], baseline_correct[bound.metric],
+                                                 uri, tolerance, origin)
+                    paired_failures += [failure] if failure else []
+                    notes += [note] if note else []
+                else:  # no per-image record of the baseline: the point comparison
+                    bounds.append(Bound(bound.metric, ">=", baseline[bound.metric] - tolerance,
+                                        f"baseline {uri} {baseline[bound.metric]:.4f} - max_regression {tolerance:g} "
+                                        f"[{origin}]"))
+        masking_line = self._gradient_masking(result)
+        self._record_cell(result, cell, baseline, notes)
+        failures = check_bounds(result.metrics, bounds, result.sample_sizes) + paired_failures
+        suspected = masking.report(masking_line, settings.gradient_masking)
+        if suspected:
+            failures.append(suspected)
         if failures:
             pytest.fail(f"{self.item.name}: " + "; ".join(failures), pytrace=False)
+
+    def _paired(self, metric: str, candidate, baseline, uri: str, tolerance: float, origin: str):
+        """The paired (McNemar) comparison of one metric: a failure message or None, and a resolution note."""
+        significance = self.session.settings.significance
+        comparison = statistics.mcnemar(candidate, baseline)
+        failure = None
+        if statistics.regression(comparison, tolerance, significance):
+            failure = (f"{metric} {comparison.candidate:.4f} vs baseline {uri} {comparison.baseline:.4f}: worse by "
+                       f"{-comparison.difference:.4f} > max_regression {tolerance:g} [{origin}], significant: "
+                       f"{comparison.describe()} < {significance:g} [--significance]")
+        discordance = (comparison.only_candidate + comparison.only_baseline) / max(comparison.n, 1)
+        note = statistics.resolution_note(comparison.n, tolerance, discordance, significance)
+        self.log_metrics({f"{metric}_paired_p_value": comparison.p_value,
+                          f"{metric}_paired_difference": comparison.difference}, junit=False)
+        return failure, (f"{metric}: {note}" if note else "")
+
+    def _gradient_masking(self, result: AttackResult) -> str:
+        """Probe the classifier that crafted ``result`` (memoised per model and defense); log and return the verdict."""
+        settings = self.session.settings
+        if settings.gradient_masking == "off" or result.crafted_on is None:
+            return ""
+        recipe, defence_key, classifier = result.crafted_on
+        n = min(masking.PROBE_IMAGES, len(result.x_clean))
+        x, y = result.x_clean[:n], result.y_true[:n]
+
+        def model():
+            self.session.tensorflow()
+            return self.registered_model(recipe).model
+
+        probe = masking.Probe(self._score_memo(recipe, defence_key),
+                              classifier or self.session.lazy_classifier(self.architecture, recipe), model, x, y,
+                              self.seed, compiled=not defence_key)
+        values, findings = masking.assess(probe, masking.cell_eps(result.params))
+        line = masking.verdict(findings)
+        self.log_metrics(values, junit=False)
+        self.session.tracker.set_tags(self.ensure_run(), {
+            "robustness.gradient_masking": ", ".join(f.check for f in findings) or "none suspected",
+            **({"robustness.gradient_masking_detail": line} if line else {})})
+        self.record("robustness.gradient_masking", ", ".join(f.check for f in findings) or "none suspected")
+        return line
 
     # -- baseline ------------------------------------------------------------------------------
     def cell_key(self, result: AttackResult) -> str:
@@ -447,23 +554,29 @@ class Robustness(TransferCell):
                                       self.session.settings.attack_backend, *(source if any(source) else []))
 
     def baseline_metrics(self, result: AttackResult) -> dict[str, float] | None:
-        """The baseline model's metrics on the same cell: from an earlier MLflow run that computed
-        them (e.g. when the baseline was itself the candidate), else computed now."""
+        return self._baseline(result)[0]
+
+    def _baseline(self, result: AttackResult) -> tuple[dict[str, float] | None, dict[str, np.ndarray] | None]:
+        """The baseline model's metrics on the same cell, and its per-image correctness: from an earlier
+        MLflow run that computed them (e.g. when the baseline was itself the candidate), else computed now."""
         stored = self._stored_cell_metrics(self.cell_key(result), self.registered_model(BASELINE).uri)
         if stored is not None:
             return stored
         if result.source_model_uri:  # a transfer cell: the baseline on the very same examples
-            return self._judge(result, BASELINE).metrics
+            judged = self._judge(result, BASELINE)
+            return judged.metrics, correctness(judged)
         spec = get_attack(result.attack)
         resolved = spec.resolve({k: v for k, v in result.params.items() if k in spec.schema})
         if result.defense == "none":
-            return self._craft(spec, resolved, recipe=BASELINE).metrics
-        if result.undefended is None or get_defense(result.defense).recipe is not None:
-            return None  # adversarially trained variants are derived from the candidate: no baseline cell
+            base = self._craft(spec, resolved, recipe=BASELINE)
+            return base.metrics, correctness(base)
+        if result.undefended is None or get_defense(result.defense).training_recipe(result.defense_params):
+            return None, None  # adversarially trained variants are derived from the candidate: no baseline cell
         base = self._craft(spec, resolved, recipe=BASELINE)
-        return self._defend(base, result.defense, result.threat_model, result.defense_params, BASELINE).metrics
+        defended = self._defend(base, result.defense, result.threat_model, result.defense_params, BASELINE)
+        return defended.metrics, correctness(defended)
 
-    def _stored_cell_metrics(self, cell_key: str, model_uri: str) -> dict[str, float] | None:
+    def _stored_cell_metrics(self, cell_key: str, model_uri: str):
         tracker = self.session.tracker
         runs = tracker.client.search_runs(  # the latest one: one page of one run
             [tracker.ensure_experiment()],
@@ -473,16 +586,39 @@ class Robustness(TransferCell):
             return None
         run = runs[0]
         prefix = run.data.tags.get("robustness.cell_prefix", "")
-        return {name: run.data.metrics[name if name in DEFENSE_METRICS else f"{prefix}{name}"]
-                for name in KNOWN_METRICS
-                if (name if name in DEFENSE_METRICS else f"{prefix}{name}") in run.data.metrics}
+        metrics = {name: run.data.metrics[name if name in DEFENSE_METRICS else f"{prefix}{name}"]
+                   for name in KNOWN_METRICS
+                   if (name if name in DEFENSE_METRICS else f"{prefix}{name}") in run.data.metrics}
+        return metrics, self._stored_correctness(run)
 
-    def _record_cell(self, result: AttackResult, cell: Cell, baseline: Mapping[str, float] | None) -> None:
-        """Tags that let later sessions reuse this cell's numbers as a baseline, and the summary row."""
+    def _stored_correctness(self, run) -> dict[str, np.ndarray] | None:
+        """The per-image correctness a gated cell stored (``correctness.npz``), None for older runs."""
+        if run.data.tags.get("robustness.correctness") != CORRECTNESS_FILE:
+            return None
+        with tempfile.TemporaryDirectory(prefix="robustness-baseline-") as tmp:
+            path = self.session.tracker.client.download_artifacts(run.info.run_id, CORRECTNESS_FILE, tmp)
+            with np.load(path, allow_pickle=False) as stored:
+                return {name: statistics.unpack(stored[name], int(stored[f"{name}__n"]))
+                        for name in PAIRED_METRICS if name in stored.files}
+
+    def _record_cell(self, result: AttackResult, cell: Cell, baseline: Mapping[str, float] | None,
+                     notes: list[str] = ()) -> None:
+        """Tags (and the per-image correctness) that let later sessions reuse this cell's numbers as a
+        baseline, and the summary row."""
         candidate = self.registered_model("").uri
         tags = {"robustness.cell_key": self.cell_key(result), "robustness.cell_model": candidate,
-                "robustness.cell_prefix": result.log_prefix}
+                "robustness.cell_prefix": result.log_prefix, "robustness.correctness": CORRECTNESS_FILE}
+        buffer = io.BytesIO()
+        correct = correctness(result)
+        np.savez_compressed(buffer, **{name: statistics.pack(v) for name, v in correct.items()},
+                            **{f"{name}__n": np.array(len(v)) for name, v in correct.items()})
+        self.session.tracker.log_bytes(self.ensure_run(), CORRECTNESS_FILE, buffer.getvalue())
         value = result.metrics.get("adversarial_accuracy", float("nan"))
+        for end in ("low", "high"):
+            if f"adversarial_accuracy_ci_{end}" in result.metrics:
+                self.record(f"robustness.value_ci_{end}", round(result.metrics[f"adversarial_accuracy_ci_{end}"], 6))
+        if notes:
+            self.record("robustness.resolution", "; ".join(notes))
         self.record("robustness.architecture", self.architecture)
         self.record("robustness.row", f"{result.attack} {self.case_id(result.attack, result.params)}".strip())
         column = cell.defense if cell.defense == "none" else f"{cell.defense} ({cell.threat_model})"
@@ -516,6 +652,18 @@ class Robustness(TransferCell):
         judged.source_architecture = crafted.source_architecture or crafted.architecture
         judged.source_model_uri, judged.examples_uri = crafted.source_model_uri or crafted.model_uri, crafted.examples_uri
         return judged
+
+
+CORRECTNESS_FILE = "correctness.npz"
+
+
+def correctness(result: AttackResult) -> dict[str, np.ndarray]:
+    """Per-image correctness behind the paired metrics (a randomised defense: its first prediction draw)."""
+    correct = {"clean_accuracy": result.clean_predictions == result.y_true,
+               "adversarial_accuracy": result.adversarial_predictions == result.y_adversarial}
+    if result.defense != "none":
+        correct["defended_accuracy"] = correct["adversarial_accuracy"]
+    return correct
 
 
 GRID_ROWS = 8

@@ -28,6 +28,8 @@ class CellOutcome:
     baseline: float | None
     passed: bool
     nodeid: str
+    ci: tuple[float, float] | None = None  # adversarial accuracy's 95% Wilson interval
+    note: str = ""  # e.g. too few images to resolve the baseline tolerance
 
 
 @dataclass
@@ -51,7 +53,9 @@ class Gate:
             column=str(props["robustness.column"]), value=float(props["robustness.value"]),
             candidate=str(props["robustness.candidate"]),
             baseline=float(props["robustness.baseline_value"]) if "robustness.baseline_value" in props else None,
-            passed=report.nodeid not in self.failed, nodeid=report.nodeid))
+            passed=report.nodeid not in self.failed, nodeid=report.nodeid,
+            ci=(float(props["robustness.value_ci_low"]), float(props["robustness.value_ci_high"]))
+            if "robustness.value_ci_low" in props else None, note=str(props.get("robustness.resolution", ""))))
 
     def conclude(self, client, promote: str | None, session_run_id: str | None, exitstatus: int) -> None:
         """Verdict tags on the candidate versions, the promotion, the summary artifacts of the session run."""
@@ -85,15 +89,20 @@ def _split(uri: str) -> tuple[str, str]:
 
 
 def _promote(client, alias: str | None, candidates: list[str], gate: Gate, exitstatus: int) -> str:
+    """Each candidate whose every cell passed gets the alias; a failure outside the cells blocks them all."""
     if not alias:
         return ""
-    if gate.failed or exitstatus != 0:
+    failing = sorted({c.candidate for c in gate.cells if not c.passed})
+    passing = [uri for uri in candidates if uri not in failing]
+    stray = [nodeid for nodeid in gate.failed if nodeid not in {c.nodeid for c in gate.cells}]
+    if stray or not passing or (exitstatus != 0 and not gate.failed):
         reasons = f"{len(gate.failed)} test(s) failed" if gate.failed else f"pytest exit status {int(exitstatus)}"
         return f"nothing promoted to @{alias}: {reasons}"
-    for uri in candidates:
+    for uri in passing:
         name, version = _split(uri)
         client.set_registered_model_alias(name, alias, version)
-    return "promoted " + ", ".join(f"{uri} -> @{alias}" for uri in candidates)
+    decision = "promoted " + ", ".join(f"{uri} -> @{alias}" for uri in passing)
+    return decision + (f"; not promoted (failed cells): {', '.join(failing)}" if failing else "")
 
 
 # -- the summary table ---------------------------------------------------------------------------
@@ -116,6 +125,8 @@ def _text(cell: CellOutcome | None) -> str:
     if cell is None:
         return ""
     text = f"{cell.value:.3f}"
+    if cell.ci is not None:
+        text += f" [{cell.ci[0]:.2f}, {cell.ci[1]:.2f}]"
     if cell.baseline is not None:
         text += f" ({cell.value - cell.baseline:+.3f})"
     return text + ("" if cell.passed else " FAIL")
@@ -127,9 +138,10 @@ def summary_lines(cells: list[CellOutcome]) -> list[str]:
         header = ["attack", *columns]
         body = [[row, *(_text(grid.get((row, col))) for col in columns)] for row in rows]
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-        lines.append(f"{architecture}: adversarial accuracy (delta vs baseline); FAIL marks failing cells")
+        lines.append(f"{architecture}: adversarial accuracy [95% interval] (delta vs baseline); FAIL marks failing cells")
         for r in [header, *body]:
             lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    lines += [f"too few images: {c.nodeid}: {c.note}" for c in cells if c.note]
     return lines
 
 

@@ -63,6 +63,7 @@ def defense_cases(defenses: Iterable[str | tuple[str, Mapping[str, Any]]], threa
         given = {k: v for k, v in spec.resolve(values).items() if k in values}
         for threat_model in threat_models or THREAT_MODELS:
             case = DefenseCase(name, given, check_threat_model(threat_model))
-            marks = [pytest.mark.defense] + ([pytest.mark.slow] if spec.recipe is not None else [])
+            trains = spec.recipe is not None or (spec.preprocessor is not None and given.get("apply_fit"))
+            marks = [pytest.mark.defense] + ([pytest.mark.slow] if trains else [])
             params.append(pytest.param(case, id=case.id, marks=marks))
     return pytest.mark.parametrize(argname, params)

@@ -25,15 +25,35 @@ from filelock import FileLock
 
 from .errors import RobustnessUsageError
 from .mlflow_search import versions_of
+from .model_loading import SIGNATURE_TAG, decode_signature, encode_signature, load_registered_keras, model_signature
 from .model_uris import MODEL_URI_PATTERN, parse_model_uri  # noqa: F401  (re-exported)
 
 DIGEST_TAG = "robustness.training_digest"
-WEIGHTS_TAG = "robustness.weights_digest"
+# Weights and layer structure (its predecessor, robustness.weights_digest, hashed the weights only:
+# a saturated-softmax or quantised copy of a model shared its cache entries).
+WEIGHTS_TAG = "robustness.model_digest"
+PIP_REQUIREMENTS = ["tensorflow-cpu>=2.21,<2.22", "keras>=3.10,<4"]  # what our registered models need
+
+
+# Layer settings that change what a model computes without changing its weights.
+STRUCTURE_KEYS = ("activation", "scale", "offset", "units", "filters", "kernel_size", "strides", "padding",
+                  "pool_size", "rate", "axis", "height", "width", "interpolation", "data_format")
+
+
+def _structure(model) -> list:
+    """Each layer's class and computing settings, nested models flattened: two models with the same
+    weights but another head (a softmax on logits x 100) or an extra layer (an input quantiser) differ."""
+    found = []
+    for layer in getattr(model, "layers", ()):
+        config = layer.get_config() if hasattr(layer, "get_config") else {}
+        found.append((type(layer).__name__, {k: config[k] for k in STRUCTURE_KEYS if k in config}))
+        found.extend(_structure(layer))
+    return found
 
 
 def weights_digest(model) -> str:
-    """Content address of a model: its weights, whatever registry version number it got."""
-    h = hashlib.sha256()
+    """Content address of a model: its weights and layer structure, whatever registry version number it got."""
+    h = hashlib.sha256(json.dumps(_structure(model), sort_keys=True, default=str).encode())
     for w in model.weights:
         h.update(np.ascontiguousarray(w.numpy()).tobytes())
     return h.hexdigest()[:16]
@@ -51,6 +71,7 @@ class RegisteredModel:
         self._weights_digest = weights_digest
         self.trained_now = trained_now
         self.training_run_id = training_run_id
+        self.signature: dict[str, Any] | None = None  # input shape, outputs, softmax (model_loading), once known
 
     @property
     def uri(self) -> str:
@@ -72,6 +93,14 @@ class RegisteredModel:
                                    "delete it (it is set again on the next load)")
             self._model, self._weights_digest = model, digest
         return self._model
+
+    @property
+    def output_kind(self) -> str:
+        """``probabilities`` when the model ends in a softmax, else ``logits``: from its signature tag, else
+        from the (loaded) model."""
+        if self.signature is None:
+            self.signature = model_signature(self.model, needs_code=False)
+        return "probabilities" if self.signature.get("softmax") else "logits"
 
     @property
     def weights_digest(self) -> str:
@@ -123,48 +152,39 @@ def resolve_model_version(client, uri: str, option: str = "--model-uri") -> tupl
     raise missing(f"{name} has no version {version} (versions: {', '.join(map(str, versions)) or 'none'})")
 
 
-def check_model_uri(uri: str, tracking_uri: str, option: str = "--model-uri") -> None:
-    """Start-up check that ``uri`` names a registered version, without creating a sqlite store that is not there."""
-    db = sqlite_file(tracking_uri)
-    if db is not None and not db.is_file():
-        raise RobustnessUsageError(f"{option} {uri}: not found in the MLflow registry at {tracking_uri} "
-                                   "(no such database file)")
-    from mlflow.tracking import MlflowClient
-
-    resolve_model_version(MlflowClient(tracking_uri), uri, option)
-
-
-def load_keras_model(name: str, version: str):
-    import mlflow
-
-    from . import keras_layers  # noqa: F401  (registers our custom layers for deserialisation)
-
-    return mlflow.tensorflow.load_model(f"models:/{name}/{version}")
-
-
-def record_weights_digest(client, name: str, version: str, digest: str) -> None:
-    """Tag the version with its weights digest; best effort (a read-only registry keeps loading it)."""
+def record_tag(client, name: str, version: str, key: str, value: str) -> None:
+    """Tag the version; best effort (a read-only registry keeps loading it)."""
     from mlflow.exceptions import MlflowException
 
     try:
-        client.set_model_version_tag(name, str(version), WEIGHTS_TAG, digest)
+        client.set_model_version_tag(name, str(version), key, value)
     except MlflowException:
         pass
 
 
+def record_weights_digest(client, name: str, version: str, digest: str) -> None:
+    record_tag(client, name, version, WEIGHTS_TAG, digest)
+
+
 def load_registered(client, name: str, version: str, prepare: Callable[[], Any] = lambda: None,
-                    tags: dict[str, str] | None = None) -> RegisteredModel:
+                    tags: dict[str, str] | None = None, trust_code: bool = False) -> RegisteredModel:
     """The version, loaded lazily when its weights digest is tagged; else loaded now and tagged.
 
-    ``prepare`` runs before any load (the session's TensorFlow set-up)."""
+    Any Keras flavor loads, in Keras' safe mode unless ``trust_code``; the first load
+    also records what start-up checks need (``SIGNATURE_TAG``). ``prepare`` runs
+    before any load (the session's TensorFlow set-up)."""
     if tags is None:
         tags = dict(client.get_model_version(name, str(version)).tags)
 
     def load():
         prepare()
-        return load_keras_model(name, str(version))
+        model, needs_code = load_registered_keras(client.tracking_uri, name, str(version), trust_code)
+        if SIGNATURE_TAG not in tags:
+            record_tag(client, name, str(version), SIGNATURE_TAG, encode_signature(model_signature(model, needs_code)))
+        return model
 
     found = RegisteredModel(name, str(version), loader=load, weights_digest=tags.get(WEIGHTS_TAG, ""))
+    found.signature = decode_signature(tags.get(SIGNATURE_TAG))
     if not tags.get(WEIGHTS_TAG):
         record_weights_digest(client, name, str(version), found.weights_digest)  # loads the model
     return found
@@ -206,6 +226,8 @@ def find_or_train(
         model, version, run_id = train()
         trained = RegisteredModel(name, str(version), model, weights_digest=weights_digest(model), trained_now=True,
                                   training_run_id=run_id)
-        for key, value in {**tags, WEIGHTS_TAG: trained.weights_digest, DIGEST_TAG: digest}.items():
+        trained.signature = model_signature(model, needs_code=False)
+        for key, value in {**tags, WEIGHTS_TAG: trained.weights_digest, DIGEST_TAG: digest,
+                           SIGNATURE_TAG: encode_signature(trained.signature)}.items():
             client.set_model_version_tag(name, str(version), key, str(value))
         return trained

@@ -71,6 +71,25 @@ def paste(image: np.ndarray, patch: np.ndarray, scale: float, angle_deg: float, 
     return np.clip(out, 0.0, 1.0).astype(image.dtype)
 
 
+def placements(n: int, n_patches: int, params: Mapping[str, Any], seed: int, image_size) -> tuple[np.ndarray, list]:
+    """Which of ``n`` images get a patch, and for each (in order) which patch, its angle and centre:
+    every seeded draw of a deployment, whatever the patches show (a control patch lands where the
+    adversarial one did)."""
+    rng = np.random.default_rng(seed)
+    count = int(math.floor(params["patch_application_rate"] * n + 0.5))
+    chosen = np.sort(rng.permutation(n)[:count])
+    rotation_max = float(params.get("rotation_max", 0.0))
+    height, width = image_size
+    size = float(params["patch_scale"]) * min(height, width)
+    draws = []
+    for _ in chosen:
+        which = int(rng.integers(n_patches))
+        angle = float(rng.uniform(-rotation_max, rotation_max))
+        center = (float(rng.uniform(size / 2, height - size / 2)), float(rng.uniform(size / 2, width - size / 2)))
+        draws.append((which, angle, center))
+    return chosen, draws
+
+
 def deploy_patches(patches: np.ndarray, x: np.ndarray, params: Mapping[str, Any], seed: int) -> Deployed:
     """Deploy ``patches`` (k, h, h, c) onto ``x`` (n, H, W, C) per Dioptra's deploy_patch parameters."""
     patches = np.asarray(patches, dtype=np.float32)
@@ -81,20 +100,14 @@ def deploy_patches(patches: np.ndarray, x: np.ndarray, params: Mapping[str, Any]
                                    f"{x.shape[-1]}-channel images; expected 1 or {x.shape[-1]} channels")
     rng = np.random.default_rng(seed)
     n = len(x)
-    count = int(math.floor(params["patch_application_rate"] * n + 0.5))
-    chosen = np.sort(rng.permutation(n)[:count])
     scale = float(params["patch_scale"])
-    rotation_max = float(params.get("rotation_max", 0.0))
-    height, width = x.shape[1:3]
-    size = scale * min(height, width)
+    chosen, draws = placements(n, len(patches), params, seed, x.shape[1:3])
+    count = len(chosen)
     corrupt = params["patch_deployment_method"] == "corrupt"
     # The deployed set is written in place: no intermediate copy of the patched images.
     out = np.empty((n if corrupt else n + count, *x.shape[1:]), dtype=x.dtype)
     out[:n] = x
-    for j, i in enumerate(chosen):
-        which = int(rng.integers(len(patches)))
-        angle = float(rng.uniform(-rotation_max, rotation_max))
-        center = (float(rng.uniform(size / 2, height - size / 2)), float(rng.uniform(size / 2, width - size / 2)))
+    for j, (i, (which, angle, center)) in enumerate(zip(chosen, draws)):
         out[i if corrupt else n + j] = paste(x[i], patches[which], scale, angle, center)
     if corrupt:
         modified = np.zeros(n, dtype=bool)

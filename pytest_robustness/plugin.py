@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import pytest
 
+from . import hookspecs
 from .architectures import ARCHITECTURES
 from .devices import require_gpus
-from .model_registry import check_model_uri
+from .model_checks import check_models
+from .registry import activate_registry
 from .robustness_plugin import PLUGIN_KEY, PLUGIN_NAME, RobustnessPlugin
 from .scope import DEPENDENCY_WARNINGS, SUITE_MARKER, dependency_warnings_ignored  # noqa: F401  (re-exported)
 from .settings import Settings, add_options, read_settings
@@ -26,6 +28,7 @@ MARKERS = {
                   "its fixtures)",
     "fgm": "Fast Gradient Method evasion attack cells",
     "patch": "adversarial patch attack cells",
+    "evasion": "iterative, optimisation and black-box evasion attack cells (PGD, CW-L2, DeepFool, Square)",
     "defense": "cells that evaluate a defense",
     "transfer": "examples crafted on one model, judged on another (source-to-target pairs)",
     "gpu": "needs a GPU: skipped unless --gpu",
@@ -38,15 +41,25 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add_options(parser)
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    """``pytest_robustness_register(registry)``: conftest.py files and plugins register attacks & co."""
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for name, doc in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {doc}")
+    registry = activate_registry(config)  # before the settings: they name registered architectures and datasets
     if config.option.help or config.option.markers or getattr(config.option, "showfixtures", False):
         return
     settings = read_settings(config)
+    for name in set(settings.architectures) - set(ARCHITECTURES):  # a user's model, named by --model-uri ARCH=URI
+        config.addinivalue_line("markers", f"{name}: cells on the {name} model")
     check_environment(settings)
     plugin = RobustnessPlugin(config, settings,
-                              load_table(settings.thresholds_file, config.rootpath, settings.max_regression))
+                              load_table(settings.thresholds_file, config.rootpath, settings.max_regression,
+                                         registry, tuple(sorted(settings.model.user_architectures))))
+    plugin.registry = registry
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, PLUGIN_NAME)
 
@@ -65,9 +78,6 @@ def check_environment(settings: Settings) -> None:
     """
     if settings.gpu:
         require_gpus()
-    uris = {"--model-uri": settings.model_uri, "--baseline-uri": settings.baseline_uri}
-    if any(uris.values()):
+    if settings.model_uris or settings.baseline_uris or settings.model.model_file:
         with dependency_warnings_ignored():  # pytest's filterwarnings do not cover start-up
-            for option, uri in uris.items():
-                if uri:
-                    check_model_uri(uri, settings.mlflow_uri, option)
+            check_models(settings)

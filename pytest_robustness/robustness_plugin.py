@@ -24,7 +24,7 @@ import pytest
 from _pytest.junitxml import xml_key  # where junitxml keeps its LogXML (no public accessor)
 
 from . import junit
-from .architectures import ARCHITECTURES
+from .architectures import get_architecture, known_architectures
 from .cache import ArrayCache
 from .gating import Gate
 from .ordering import fast_cells_first
@@ -47,7 +47,8 @@ class RobustnessPlugin:
         self.settings = settings
         self.thresholds = thresholds
         self.gate = Gate()
-        # The session's registry of attacks, defenses, architectures and datasets (issue 13) lives here.
+        # The session's registry of attacks, defenses, architectures and datasets (``registry``; it is
+        # also on config.stash and in force through ``registry_scope`` until the config's cleanup).
         self.registry: Any = None
         self.token = config.workerinput[TOKEN_INPUT] if is_worker(config) else uuid.uuid4().hex
         self.session: RobustnessSession | None = None
@@ -96,7 +97,8 @@ class RobustnessPlugin:
             metafunc.parametrize([SOURCE_ARGNAME, "architecture"], transfer_pairs(self.settings.architectures))
             return
         params = [pytest.param(name, id=name, marks=[getattr(pytest.mark, name)]
-                               + ([pytest.mark.slow] if ARCHITECTURES[name].slow else []))
+                               + ([pytest.mark.slow] if name in known_architectures() and get_architecture(name).slow
+                                  else []))
                   for name in self.settings.architectures]
         metafunc.parametrize("architecture", params)
 

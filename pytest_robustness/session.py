@@ -24,11 +24,16 @@ from . import tracking
 from .architectures import get_architecture
 from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
-from .classifiers import make_classifier
 from .attacks.base import apply_pending_seed, seed_everything
+from .classifiers import make_classifier, softmax
 from .datasets import Dataset, content_digest, dataset_key, freeze, load_dataset
+from .defenses import recipe as registered_recipe
 from .devices import configure_gpus
+from .errors import RobustnessUsageError
+from .model_files import register_model_file
+from .model_loading import file_digest
 from .model_registry import (
+    PIP_REQUIREMENTS,
     RegisteredModel,
     find_or_train,
     load_registered,
@@ -44,7 +49,6 @@ from .training import TrainingParams, compile_model
 
 log = logging.getLogger("pytest_robustness")
 
-PIP_REQUIREMENTS = ["tensorflow-cpu>=2.21,<2.22", "keras>=3.10,<4"]
 
 # Attacks that take longer than this get a progress line.
 LONG_STEP_SECONDS = 2.0
@@ -78,7 +82,8 @@ def unwrap(classifier):
 
 
 def predict_in_batches(classifier, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """``classifier.predict(x, batch_size)``, handed to ART one of its own batches at a time.
+    """Probabilities: the softmax of ``classifier.predict(x, batch_size)`` (our classifiers output logits),
+    handed to ART one of its own batches at a time.
 
     The model sees the very same batches (the same numbers), and ART's preprocessing
     (defences, dtype conversion), which copies its whole input, copies one batch. A
@@ -86,8 +91,8 @@ def predict_in_batches(classifier, x: np.ndarray, batch_size: int = 256) -> np.n
     same order: the same draws.
     """
     if len(x) <= batch_size:
-        return classifier.predict(x, batch_size=batch_size)
-    return np.concatenate([classifier.predict(x[i:i + batch_size], batch_size=batch_size)
+        return softmax(classifier.predict(x, batch_size=batch_size))
+    return np.concatenate([softmax(classifier.predict(x[i:i + batch_size], batch_size=batch_size))
                            for i in range(0, len(x), batch_size)])
 
 
@@ -223,18 +228,28 @@ class RobustnessSession:
 
     def _load_or_train(self, architecture: str, recipe: str) -> RegisteredModel:
         client = self.tracker.client
+        trust = self.settings.model.trust_code
         if recipe == BASELINE:
-            name, version = resolve_model_version(client, self.settings.baseline_uri, "--baseline-uri")
-            return load_registered(client, name, version, self.tensorflow)
-        if self.settings.model_uri and not recipe:
-            name, version = resolve_model_version(client, self.settings.model_uri)
-            return load_registered(client, name, version, self.tensorflow)
-        recipe_fn, recipe_params = TRAINING_RECIPES[recipe]
+            name, version = resolve_model_version(client, self.settings.baseline_uri_for(architecture), "--baseline-uri")
+            return load_registered(client, name, version, self.tensorflow, trust_code=trust)
+        if self.settings.model_uri_for(architecture) and not recipe:
+            name, version = resolve_model_version(client, self.settings.model_uri_for(architecture))
+            return load_registered(client, name, version, self.tensorflow, trust_code=trust)
+        if self.settings.model.model_file is not None and not recipe:
+            return register_model_file(self, architecture)
+        if architecture in self.settings.model.user_architectures:
+            raise RobustnessUsageError(f"{recipe} training of a given model ({architecture}) is not supported: the "
+                                       "harness trains only its own architectures; deselect with -m 'not slow'")
+        # Plain training, else a recipe a defense registered in this session's registry.
+        recipe_fn, recipe_params = TRAINING_RECIPES[recipe] if recipe in TRAINING_RECIPES else registered_recipe(recipe)
         params = self.settings.training_for(architecture)
         data = self.dataset
         name = registered_model_name(self.settings.experiment, architecture, recipe or None)
         identity = dict(architecture=architecture, recipe=recipe, recipe_params=recipe_params,
                         training=params.as_dict(), dataset=data.digest, seed=self.settings.seed)
+        base_weights = self.settings.model.base_weights_for(architecture)
+        if base_weights is not None:  # a pretrained base (frozen): its file's content is part of the identity
+            identity["base_weights"] = file_digest(base_weights)
         if recipe:  # a recipe's trainer (ART's or the compiled one) makes other weights
             identity["trainer"] = self.settings.attack_backend
         digest = training_digest(**identity)
@@ -264,7 +279,9 @@ class RobustnessSession:
         log.info("training %s (%s recipe): %s on %d images", name, recipe or "standard", params, len(data.x_train))
         try:
             keras.utils.set_random_seed(self.settings.seed)
-            model = get_architecture(architecture).build(data.input_shape, data.n_classes)
+            base_weights = self.settings.model.base_weights_for(architecture)
+            model = get_architecture(architecture).build(data.input_shape, data.n_classes,
+                                                         str(base_weights) if base_weights else None)
             compile_model(model, params)
             self.tracker.log_params(run_id, {**params.as_dict(), "model_architecture": architecture,
                                              "recipe": recipe or "standard", **data.params,
@@ -298,8 +315,25 @@ class RobustnessSession:
         return self._memo[key]
 
     def scoring_key(self, architecture: str, recipe: str = "", defence_key: str = "") -> tuple:
-        """What a classifier's predictions depend on besides the input: weights, defences, seed."""
-        return (self.model_digest(architecture, recipe), defence_key, self.settings.seed)
+        """What a classifier's predictions depend on besides the input: weights, how the model is read,
+        defences, seed."""
+        return (self.model_digest(architecture, recipe), self.adaptation(architecture, recipe), defence_key,
+                self.settings.seed)
+
+    def model_output(self, architecture: str, recipe: str = "") -> str:
+        """What the model outputs, as logged: declared by --model-output, else detected (ours: probabilities)."""
+        _, declared, _ = self.adaptation(architecture, recipe)
+        if declared != "auto":
+            return declared
+        given = recipe == BASELINE or (not recipe and architecture in self.settings.model.user_architectures)
+        return self.model(architecture, recipe).output_kind if given else "probabilities"
+
+    def adaptation(self, architecture: str, recipe: str = "") -> tuple:
+        """How the model is read (output kind, input range): the user's options for a given model, else
+        ours (a final softmax, [0, 1]). It keys results: the same weights read otherwise differ."""
+        options = self.settings.model
+        given = recipe == BASELINE or (not recipe and architecture in options.user_architectures)
+        return ("logits-1", options.output, options.input_range) if given else ("logits-1", "auto", (0.0, 1.0))
 
     def model_digest(self, architecture: str, recipe: str = "") -> str:
         """The registered version's weights digest (its tag: no model load needed)."""
@@ -323,8 +357,10 @@ class RobustnessSession:
             self.tensorflow()
             model = self.model(architecture, recipe).model
             data = self.dataset
+            _, output, input_range = self.adaptation(architecture, recipe)
             self._classifiers[key] = make_classifier(model, data.n_classes, data.input_shape,
-                                                     preprocessing_defences=defences() if callable(defences) else defences)
+                                                     preprocessing_defences=defences() if callable(defences) else defences,
+                                                     model_output=output, input_range=input_range)
         return self._classifiers[key]
 
     def defended_model(self, architecture: str, recipe: str, defence_key: str, defence) -> Any:
@@ -335,7 +371,8 @@ class RobustnessSession:
             self.tensorflow()
             from .attacks.defense_kernels import bpda_model
 
-            self._defended_models[key] = bpda_model(self.model(architecture, recipe).model, defence)
+            # the classifier's logits wrapper behind the defence: the kernels' loss is on logits
+            self._defended_models[key] = bpda_model(self.classifier(architecture, recipe).model, defence)
         return self._defended_models[key]
 
     # -- attacks ---------------------------------------------------------------------------
@@ -353,7 +390,8 @@ class RobustnessSession:
         resolved = spec.generation_params(spec.resolve(params))  # deployment parameters never key generation
         backend = "art" if defence_key and attack_model is None else self.settings.attack_backend
         key = (registered.uri, self.model_digest(architecture, recipe), attack, tuple(sorted(resolved.items())),
-               content_digest(x), self.settings.seed, backend, defence_key, spec.code_version(backend))
+               content_digest(x), self.settings.seed, backend, defence_key, self.adaptation(architecture, recipe),
+               spec.code_version(backend))
         if key in self._attack_runs:
             found = self._attack_runs[key]
             return AttackRun(found.x_adv, found.artifacts, found.extra_params, found.seconds, "memory", key)
@@ -364,8 +402,11 @@ class RobustnessSession:
                             {k[len("param__"):]: v.item() for k, v in cached.items() if k.startswith("param__")},
                             reused="cache", key=key)
         else:
-            target = AttackTarget(unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe),
-                                  attack_model() if attack_model is not None and backend != "art" else registered.model,
+            art_classifier = unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe)
+            # The compiled kernels attack logits: the classifier's own model (the logits wrapper), or that
+            # wrapper behind a defence's TensorFlow form
+            target = AttackTarget(art_classifier,
+                                  attack_model() if attack_model is not None and backend != "art" else art_classifier.model,
                                   self.settings.seed, self.dataset.n_classes)
             seed_everything(self.settings.seed)
             started = time.perf_counter()

@@ -14,15 +14,16 @@ from typing import Any
 
 import pytest
 
-from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture
+from . import model_settings as models
+from .architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture, known_architectures
 from .attacks import BACKENDS
 from .cache import ArrayCache
 from .datasets import default_experiment_name, validate_dataset_spec
 from .errors import RobustnessUsageError
-from .model_uris import parse_model_uri
 from .training import TrainingParams
 
 CACHE_MODES = ("readwrite", "read", "write", "off")
+GRADIENT_MASKING_MODES = ("fail", "warn", "off")
 GROUP = "robustness"
 
 
@@ -40,9 +41,11 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--architecture", action="append", default=None, metavar="NAME",
                     help=f"architecture to test, repeatable: {', '.join(ARCHITECTURES)} "
                          f"[ini: robustness_architectures; default {' '.join(DEFAULT_ARCHITECTURES)}]")
-    group.addoption("--model-uri", default=None, metavar="URI",
-                    help="test a registered model (models:/NAME/VERSION or models:/NAME@ALIAS) instead of training; "
-                         "--architecture names it in test ids and thresholds")
+    group.addoption("--model-uri", action="append", default=None, metavar="[ARCH=]URI",
+                    help="test a registered model (models:/NAME/VERSION or models:/NAME@ALIAS) instead of training, "
+                         "repeatable as ARCH=URI (one candidate per architecture); a bare URI is named by "
+                         "--architecture or by its _<architecture> suffix")
+    models.add_model_options(group, parser)
     group.addoption("--experiment", default=None,
                     help="MLflow experiment [ini: robustness_experiment; default: dataset name, 'mnist' for built-in]")
     group.addoption("--mlflow-uri", default=None, metavar="URI",
@@ -69,13 +72,22 @@ def add_options(parser: pytest.Parser) -> None:
     gate.addoption("--thresholds", default=None, metavar="FILE",
                    help="TOML file of thresholds ([[thresholds]] tables) [default: [[tool.robustness.thresholds]] "
                         "in the project's pyproject.toml]")
-    gate.addoption("--baseline-uri", default=None, metavar="URI",
+    gate.addoption("--baseline-uri", action="append", default=None, metavar="[ARCH=]URI",
                    help="registered baseline (models:/NAME@ALIAS or models:/NAME/VERSION): every cell also runs on it "
-                        "and fails when the candidate drops below it by more than --max-regression")
+                        "and fails when the candidate drops below it by more than --max-regression; repeatable as "
+                        "ARCH=URI (a bare URI is every architecture's baseline)")
     gate.addoption("--max-regression", default=None, metavar="DELTA",
                    help="tolerated absolute drop against the baseline [ini: robustness_max_regression; default 0.02]")
     gate.addoption("--promote", default=None, metavar="ALIAS",
-                   help="when every selected test passed, give the candidate model versions this registry alias")
+                   help="give this registry alias to each candidate model version whose cells all passed")
+    gate.addoption("--significance", default=None, metavar="ALPHA",
+                   help="a baseline regression must also be significant at this level (exact McNemar test) "
+                        "[ini: robustness_significance; default 0.05]")
+    gate.addoption("--gradient-masking", default=None, metavar="MODE",
+                   help=f"a cell whose model fails a gradient-masking check: {', '.join(GRADIENT_MASKING_MODES)} "
+                        "(fail it, warn, or skip the checks) [ini: robustness_gradient_masking; default fail]")
+    parser.addini("robustness_significance", "default --significance", default="0.05")
+    parser.addini("robustness_gradient_masking", "default --gradient-masking", default="fail")
 
     parser.addini("robustness_max_regression", "default --max-regression", default="0.02")
     parser.addini("robustness_dataset", "default --dataset", default="mnist")
@@ -96,7 +108,7 @@ class Settings:
     dataset: str = "mnist"
     image_size: tuple[int, int, int] | None = None
     architectures: tuple[str, ...] = DEFAULT_ARCHITECTURES
-    model_uri: str | None = None
+    model_uris: tuple[tuple[str, str], ...] = ()  # (architecture, URI) of each registered candidate
     experiment: str = "mnist"
     mlflow_uri: str = ""
     seed: int = 0
@@ -108,16 +120,36 @@ class Settings:
     cache_mode: str = "readwrite"
     cache_dir: Path = Path(".robustness_cache")
     thresholds_file: Path | None = None
-    baseline_uri: str | None = None
+    baseline_uris: tuple[tuple[str, str], ...] = ()  # (architecture or "", URI); "" is every architecture's
     max_regression: float = 0.02
     promote: str | None = None
+    model: models.ModelSettings = field(default_factory=models.ModelSettings)
+
+    @property
+    def model_uri(self) -> str | None:
+        """The candidates given by --model-uri, as one string (a session param)."""
+        return models.joined(self.model_uris)
+
+    @property
+    def baseline_uri(self) -> str | None:
+        return models.joined(self.baseline_uris)
+
+    def model_uri_for(self, architecture: str) -> str | None:
+        return dict(self.model_uris).get(architecture)
+
+    def baseline_uri_for(self, architecture: str) -> str | None:
+        found = dict(self.baseline_uris)
+        return found.get(architecture, found.get(""))
+    significance: float = 0.05
+    gradient_masking: str = "fail"
 
     def training_for(self, architecture: str) -> TrainingParams:
         overrides = dict(get_architecture(architecture).training_overrides)
         return self.training.with_overrides(overrides, set(self.training_explicit))
 
     def samples_for(self, architecture: str, available: int) -> int:
-        cap = get_architecture(architecture).max_eval_samples
+        known = known_architectures().get(architecture)  # a user's model may carry any architecture name
+        cap = known.max_eval_samples if known is not None else None
         n = self.samples or available
         if cap and not self.samples:
             n = min(n, cap)
@@ -196,22 +228,12 @@ def read_settings(config: pytest.Config) -> Settings:
     dataset_source, dataset = _option_or_ini(config, "--dataset", "robustness_dataset")
     image_size = parse_image_size(*_option_or_ini(config, "--image-size", "robustness_image_size"))
 
-    model_uri = opt("--model-uri")
-    architectures = tuple(opt("--architecture") or ())
-    if model_uri:
-        name, _, _ = parse_model_uri(model_uri)
-        if len(architectures) > 1:
-            raise RobustnessUsageError(f"--model-uri {model_uri}: give at most one --architecture to name it")
-        if not architectures:
-            inferred = [a for a in ARCHITECTURES if name.endswith(f"_{a}") or name == a]
-            if not inferred:
-                raise RobustnessUsageError(
-                    f"--model-uri {model_uri}: cannot tell its architecture from the name; add --architecture NAME"
-                )
-            architectures = (inferred[0],)
-    architectures = architectures or tuple(config.getini("robustness_architectures"))
+    model = models.read_model_settings(config, opt("--model-uri") or (), opt("--baseline-uri") or (),
+                                       tuple(opt("--architecture") or ()))
+    architectures = model.architectures or tuple(config.getini("robustness_architectures"))
     for name in architectures:
-        get_architecture(name)
+        if name not in model.user_architectures:
+            get_architecture(name)
     architectures = tuple(dict.fromkeys(architectures))
 
     samples_source, raw_samples = _option_or_ini(config, "--samples", "robustness_samples")
@@ -224,13 +246,18 @@ def read_settings(config: pytest.Config) -> Settings:
     explicit = frozenset(item.partition("=")[0].strip() for item in train_items)
 
     max_regression = _number(*_option_or_ini(config, "--max-regression", "robustness_max_regression"))
-    baseline_uri = opt("--baseline-uri")
-    if baseline_uri:
-        parse_model_uri(baseline_uri, option="--baseline-uri")
     promote = opt("--promote")
     if promote is not None and not promote.replace("-", "").replace("_", "").isalnum():
         raise RobustnessUsageError(f"--promote {promote!r}: an alias is letters, digits, '-' and '_'")
 
+    significance_source, significance = _option_or_ini(config, "--significance", "robustness_significance")
+    try:
+        significance = float(significance)
+    except (TypeError, ValueError):
+        significance = float("nan")
+    if not 0 < significance < 1:
+        raise RobustnessUsageError(f"{significance_source} {config.getoption('--significance') or config.getini('robustness_significance')!r}: "
+                                   "expected a significance level strictly between 0 and 1, e.g. 0.05")
     attack_backend = _choice(*_option_or_ini(config, "--attack-backend", "robustness_attack_backend"), BACKENDS)
     cache_mode = _choice(*_option_or_ini(config, "--robustness-cache", "robustness_cache"), CACHE_MODES)
     cache_source, cache_dir = _option_or_ini(config, "--robustness-cache-dir", "robustness_cache_dir")
@@ -243,14 +270,18 @@ def read_settings(config: pytest.Config) -> Settings:
     validate_dataset_spec(dataset, image_size, option=dataset_source, cached=lambda parts: cache.has(cache.key(*parts)))
 
     return Settings(
+        significance=significance,
+        gradient_masking=_choice(*_option_or_ini(config, "--gradient-masking", "robustness_gradient_masking"),
+                                 GRADIENT_MASKING_MODES),
         thresholds_file=Path(opt("--thresholds")).resolve() if opt("--thresholds") else None,
-        baseline_uri=baseline_uri,
+        baseline_uris=model.baseline_uris,
+        model=model,
         max_regression=max_regression,
         promote=promote,
         dataset=dataset,
         image_size=image_size,
         architectures=architectures,
-        model_uri=model_uri,
+        model_uris=model.model_uris,
         experiment=experiment,
         mlflow_uri=opt("--mlflow-uri") or default_tracking_uri(),
         seed=seed,

@@ -39,12 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from .architectures import ARCHITECTURES
-from .attacks import ATTACKS
-from .defenses import DEFENSES, THREAT_MODELS
+from .architectures import ARCHITECTURES as BUILTIN_ARCHITECTURES
+from .attacks import ATTACKS as BUILTIN_ATTACKS
+from .defenses import DEFENSES as BUILTIN_DEFENSES
+from .defenses import THREAT_MODELS
 from .errors import RobustnessUsageError
 from .metric_names import KNOWN_METRICS
 from .metrics import DISTANCE_METRICS
+from .statistics import PROPORTIONS, wilson_interval
 
 SELECTORS = ("attack", "params", "defense", "threat_model", "architecture", "source_architecture")
 
@@ -55,10 +57,23 @@ class Bound:
     op: str  # ">=" (a floor) or "<=" (a ceiling)
     value: float
     source: str  # e.g. "suite default" or "thresholds.toml entry 2"
+    # With a confidence level, the bound applies to the metric's Wilson interval (the lower end
+    # for a floor, the upper for a ceiling), not to the point estimate.
+    confidence: float | None = None
 
     def describe(self, actual: float) -> str:
         negated = {">=": "<", "<=": ">"}[self.op]
         return f"{self.metric} {actual:.4f} {negated} {self.value:.4f} ({self.source})"
+
+    def interval_end(self, actual: float, n: int) -> float:
+        low, high = wilson_interval(actual, n, self.confidence)
+        return low if self.op == ">=" else high
+
+    def describe_interval(self, actual: float, n: int) -> str:
+        negated = {">=": "<", "<=": ">"}[self.op]
+        end = "lower" if self.op == ">=" else "upper"
+        return (f"{self.metric} {self.confidence:g} {end} confidence bound {self.interval_end(actual, n):.4f} "
+                f"(observed {actual:.4f} on {n} images) {negated} {self.value:.4f} ({self.source})")
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,7 @@ class Entry:
     bounds: Mapping[str, Mapping[str, Any]]  # metric -> {"min"| "max"| "relative_to"+"ratio"}
     max_regression: float | None
     source: str
+    confidence: float | None = None  # bounds of this entry apply to the metric's interval at this level
 
     @property
     def specificity(self) -> int:
@@ -125,7 +141,7 @@ class ThresholdTable:
         bounds = [Bound(metric, ">=", float(floor), "suite default")
                   for metric, floor in suite_floors.items() if metric not in chosen]
         for metric, (_, _, entry) in chosen.items():
-            bounds.append(_resolve(metric, entry.bounds[metric], values, entry.source))
+            bounds.append(_resolve(metric, entry.bounds[metric], values, entry.source, entry.confidence))
         return bounds
 
     def max_regression_for(self, cell: Cell) -> tuple[float, str]:
@@ -139,23 +155,26 @@ class ThresholdTable:
         return float(best[2].max_regression), best[2].source
 
 
-def _resolve(metric: str, spec: Mapping[str, Any], values: Mapping[str, float], source: str) -> Bound:
+def _resolve(metric: str, spec: Mapping[str, Any], values: Mapping[str, float], source: str,
+             confidence: float | None = None) -> Bound:
     if "relative_to" in spec:
         reference = values.get(spec["relative_to"], float("nan"))
         return Bound(metric, ">=", float(spec["ratio"]) * reference,
-                     f"{source}: {spec['ratio']:g} x {spec['relative_to']} {reference:.4f}")
+                     f"{source}: {spec['ratio']:g} x {spec['relative_to']} {reference:.4f}", confidence)
     if "max" in spec:
-        return Bound(metric, "<=", float(spec["max"]), source)
-    return Bound(metric, ">=", float(spec["min"]), source)
+        return Bound(metric, "<=", float(spec["max"]), source, confidence)
+    return Bound(metric, ">=", float(spec["min"]), source, confidence)
 
 
 # -- checking ------------------------------------------------------------------------------------
-def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound]) -> list[str]:
+def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound],
+                 sizes: Mapping[str, int] | None = None) -> list[str]:
     """Every violated bound as a message; the comparison itself is MLflow's model validation.
 
     Each bound becomes an absolute ``MetricThreshold`` (floor: greater is better;
     ceiling: lower is better) checked by ``mlflow.validate_evaluation_results``.
-    A missing or NaN metric is a violation.
+    A missing or NaN metric is a violation. A bound with a confidence level is checked
+    on the metric's Wilson interval over ``sizes[metric]`` images.
     """
     from mlflow.models import MetricThreshold
     from mlflow.models.evaluation import EvaluationResult
@@ -169,23 +188,29 @@ def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound]) -> list[s
             shown = "missing" if actual is None else f"{float(actual):.4f}"
             failures.append(f"{bound.metric} {shown}, needs {bound.op} {bound.value:.4f} ({bound.source})")
             continue
+        n = (sizes or {}).get(bound.metric)
+        checked = bound.interval_end(float(actual), n) if bound.confidence is not None and n else float(actual)
         threshold = MetricThreshold(threshold=bound.value, greater_is_better=bound.op == ">=")
         try:
             # by keyword: the positional order changed between MLflow 2 and 3
             validate_evaluation_results(
                 validation_thresholds={bound.metric: threshold},
-                candidate_result=EvaluationResult({bound.metric: float(actual)}, {}, run_id="robustness"))
+                candidate_result=EvaluationResult({bound.metric: checked}, {}, run_id="robustness"))
         except ModelValidationFailedException:
-            failures.append(bound.describe(float(actual)))
+            failures.append(bound.describe_interval(float(actual), n) if bound.confidence is not None and n
+                            else bound.describe(float(actual)))
     return failures
 
 
 # -- loading -------------------------------------------------------------------------------------
-def load_table(path: Path | None, rootdir: Path, default_max_regression: float) -> ThresholdTable:
+def load_table(path: Path | None, rootdir: Path, default_max_regression: float, registry: Any = None,
+               architectures: tuple[str, ...] = ()) -> ThresholdTable:
     """``--thresholds FILE``, else ``[tool.robustness]`` of the project's pyproject.toml, else empty.
 
     Every key is validated now, so a typo fails at start-up naming the file,
-    the entry and the allowed names, not after an hour of attacks.
+    the entry and the allowed names, not after an hour of attacks. Attack, defense and
+    architecture names are those of ``registry`` (the session's; default: the built-ins);
+    ``architectures`` are names of given models (``--model-uri ARCH=URI``) that selectors may use too.
     """
     if path is not None:
         if not path.is_file():
@@ -200,7 +225,8 @@ def load_table(path: Path | None, rootdir: Path, default_max_regression: float) 
         return ThresholdTable(default_max_regression=default_max_regression)
     if not isinstance(raw, list):
         raise RobustnessUsageError(f"{where}: 'thresholds' must be an array of tables ([[thresholds]])")
-    return ThresholdTable([_entry(where, i + 1, item) for i, item in enumerate(raw)], default_max_regression)
+    return ThresholdTable([_entry(where, i + 1, item, registry, architectures) for i, item in enumerate(raw)],
+                          default_max_regression)
 
 
 def _read(path: Path) -> dict:
@@ -215,13 +241,18 @@ def known_metrics() -> list[str]:
     return list(KNOWN_METRICS)
 
 
-def _entry(where: Path, number: int, item: Any) -> Entry:
+def _entry(where: Path, number: int, item: Any, registry: Any = None, architectures: tuple[str, ...] = ()) -> Entry:
+    if registry is not None:  # the session's registry (built-ins and registered extensions)
+        ATTACKS, DEFENSES, ARCHITECTURES = registry.attacks, registry.defenses, registry.architectures  # noqa: N806
+    else:
+        ATTACKS, DEFENSES, ARCHITECTURES = BUILTIN_ATTACKS, BUILTIN_DEFENSES, BUILTIN_ARCHITECTURES  # noqa: N806
     label = f"{where}: thresholds entry {number}"
     if not isinstance(item, dict):
         raise RobustnessUsageError(f"{label}: expected a table")
     selectors = {k: item[k] for k in SELECTORS if k in item}
     metrics = known_metrics()
-    choices = {"attack": list(ATTACKS), "architecture": list(ARCHITECTURES), "source_architecture": [*ARCHITECTURES, "baseline"],
+    known = list(dict.fromkeys([*ARCHITECTURES, *architectures]))  # ours and the given models' names
+    choices = {"attack": list(ATTACKS), "architecture": known, "source_architecture": [*known, "baseline"],
                "defense": ["none", *DEFENSES],
                "threat_model": list(THREAT_MODELS)}
     for key, allowed in choices.items():
@@ -241,15 +272,26 @@ def _entry(where: Path, number: int, item: Any) -> Entry:
     if max_regression is not None and (not isinstance(max_regression, (int, float)) or isinstance(max_regression, bool)
                                        or not math.isfinite(max_regression) or max_regression < 0):
         raise RobustnessUsageError(f"{label}: max_regression = {max_regression!r}; expected a number >= 0")
+    confidence = item.get("confidence")
+    if confidence is not None and (isinstance(confidence, bool) or not isinstance(confidence, (int, float))
+                                   or not 0 < confidence < 1):
+        raise RobustnessUsageError(f"{label}: confidence = {confidence!r}; expected a level strictly between 0 "
+                                   "and 1, e.g. 0.95 (the interval's lower bound must clear each floor)")
     bounds = {}
     for key, value in item.items():
-        if key in SELECTORS or key == "max_regression":
+        if key in SELECTORS or key in ("max_regression", "confidence"):
             continue
         if key not in metrics:
             raise RobustnessUsageError(f"{label}: unknown key {key!r}; selectors: {', '.join(SELECTORS)}, "
-                                       f"max_regression, or a metric: {', '.join(metrics)}")
+                                       f"max_regression, confidence, or a metric: {', '.join(metrics)}")
         bounds[key] = _bound_spec(label, key, value, metrics)
-    return Entry(selectors, bounds, max_regression, f"{where.name} entry {number}")
+    if confidence is not None:
+        unfit = [k for k in bounds if k not in PROPORTIONS]
+        if unfit:
+            raise RobustnessUsageError(f"{label}: confidence applies to proportions of images "
+                                       f"({', '.join(PROPORTIONS)}); not to {', '.join(unfit)}")
+    return Entry(selectors, bounds, max_regression, f"{where.name} entry {number}",
+                 float(confidence) if confidence is not None else None)
 
 
 def metric_range(metric: str) -> tuple[float, float]:

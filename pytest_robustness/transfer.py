@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .architectures import ARCHITECTURES
+from .architectures import get_architecture, known_architectures
 from .cache import ArrayCache
 from .mlflow_search import equals, search_runs
 from .transfer_cells import SETTING_TAG, SOURCE_TAG
@@ -38,7 +38,7 @@ def transfer_pairs(names) -> list:
     for source in names:
         for target in names:
             marks = [getattr(pytest.mark, name) for name in dict.fromkeys((source, target))]
-            if ARCHITECTURES[source].slow or ARCHITECTURES[target].slow:
+            if get_architecture(source).slow or get_architecture(target).slow:
                 marks.append(pytest.mark.slow)
             params.append(pytest.param(source, target, id=f"{source}-to-{target}", marks=marks))
     return params
@@ -64,7 +64,7 @@ def matrix_cells(runs) -> dict[str, dict[tuple[str, str], float]]:
 
 
 def _axes(grid: dict[tuple[str, str], float]) -> tuple[list[str], list[str]]:
-    order = list(ARCHITECTURES)
+    order = list(known_architectures())
     rank = lambda name: (order.index(name) if name in order else len(order), name)  # noqa: E731
     return sorted({s for s, _ in grid}, key=rank), sorted({t for _, t in grid}, key=rank)
 

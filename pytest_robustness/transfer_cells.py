@@ -80,7 +80,7 @@ class TransferCell:
         last release's adversarial set as a fixed regression set. The examples are read back from
         the baseline's own gated run of the cell (its ``adversarial_examples.npz``: same cell, data
         and seed) when there is one, else crafted. Skips the test without ``--baseline-uri``."""
-        if not self.session.settings.baseline_uri:
+        if not self.session.settings.baseline_uri_for(self.architecture):
             pytest.skip("transfer from the baseline needs --baseline-uri")
         spec = get_attack(name)
         resolved = spec.resolve(params)

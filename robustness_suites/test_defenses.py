@@ -13,7 +13,7 @@ from pytest_robustness import attack_cases, defense_cases
 
 PREPROCESSING = ["spatial_smoothing", "jpeg_compression", "gaussian_augmentation"]
 FGM_SWEEP = [dict(norm="inf", eps=eps) for eps in (0.1, 0.2, 0.3)]
-PATCH = [dict(max_iter=50, patch_scale=scale, patch_deployment_method="corrupt") for scale in (0.3, 0.5)]
+PATCH = [dict(max_iter=500, patch_scale=scale, patch_deployment_method="corrupt") for scale in (0.3, 0.5)]
 
 # Defended clean accuracy: a preprocessing defense costs a little clean accuracy
 # (seed 0: le_net 0.95-0.97, shallow_net 0.80-0.85).
@@ -23,7 +23,9 @@ DEFAULT_CLEAN_FLOOR = 0.2
 # MNIST with seed 0 across the three defenses and both threat models, less a margin.
 # These defenses barely help against L-inf FGM, obliviously or adaptively.
 FGM_FLOORS = {"le_net": {0.1: 0.65, 0.2: 0.2, 0.3: 0.03}, "shallow_net": {0.1: 0.25, 0.2: 0.03, 0.3: 0.0}}
-PATCH_FLOORS = {"le_net": {0.3: 0.75, 0.5: 0.5}, "shallow_net": {0.3: 0.6, 0.5: 0.4}}
+# Patches (Dioptra's budget, 500 steps): le_net 0.84-0.93 at scale 0.3 and 0.54-0.73 at 0.5,
+# shallow_net 0.76-0.78 at 0.3; each cell also logs its noise control (control_accuracy).
+PATCH_FLOORS = {"le_net": {0.3: 0.75, 0.5: 0.45}, "shallow_net": {0.3: 0.6, 0.5: 0.35}}
 
 
 @pytest.mark.fgm

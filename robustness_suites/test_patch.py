@@ -3,15 +3,17 @@
 The patch is generated once per model (and generation parameters) and shared
 by every cell here and in test_defenses.py; deployment is per cell. Each cell
 logs the patch (patch.png), a grid of clean/patched samples with their
-predictions (samples.png), the distance table and ``targeted_success_rate``.
+predictions (samples.png), the distance table and ``targeted_success_rate``, and deploys a
+random-noise control patch the same way (``control_accuracy``): the cell asserts that the
+adversarial patch beats its control (``accuracy_below_control``), not only that it occludes.
 """
 
 import pytest
 
 from pytest_robustness import attack_cases
 
-# CPU budget: 50 optimisation steps (Dioptra: 500) on Dioptra's 10 generation images.
-GENERATION = dict(max_iter=50)
+# Dioptra's budget: 500 optimisation steps at learning rate 5 on 10 generation images.
+GENERATION = dict(max_iter=500, learning_rate=5.0)
 
 DEPLOYMENTS = [
     dict(GENERATION, patch_scale=scale, patch_deployment_method=method)
@@ -19,11 +21,20 @@ DEPLOYMENTS = [
     for method in ("corrupt", "augment")
 ] + [dict(GENERATION, patch_scale=0.5, patch_deployment_method="corrupt", patch_application_rate=0.5)]
 
-# Floors on adversarial accuracy (over the whole deployed set) by patch scale: measured
-# on the built-in MNIST, seed 0 (le_net 0.925 at scale 0.3, 0.72 at 0.5; shallow_net
-# 0.81 / 0.64; augment and a rate of 0.5 keep clean images, so they score higher), less
-# a margin for other seeds. A 50-step patch mostly occludes: targeted success is ~2-7%.
-ADVERSARIAL_FLOORS = {"le_net": {0.3: 0.8, 0.5: 0.6}, "shallow_net": {0.3: 0.65, 0.5: 0.5}}
+# Floors on adversarial accuracy (over the whole deployed set) by patch scale: measured on the
+# built-in MNIST, seed 0, with Dioptra's budget (corrupt, rate 1: le_net 0.893 at scale 0.3, 0.624
+# at 0.5; shallow_net 0.777 / 0.562; augment and a rate of 0.5 keep clean images, so they score
+# higher), less a margin for other seeds. Generating one patch takes 8 s (shallow_net) to 20 s
+# (le_net) on the compiled backend on a loaded 2-core CPU. Dioptra's demo reports 0.364 accuracy
+# on LeNet; this harness's patch does not reach it: targeted success is 0.027 (scale 0.3) and 0.070
+# (scale 0.5) on le_net, 0.020 / 0.076 on shallow_net (more generation images or a generation scale
+# range matching the deployment measured no better).
+ADVERSARIAL_FLOORS = {"le_net": {0.3: 0.8, 0.5: 0.5}, "shallow_net": {0.3: 0.65, 0.5: 0.45}}
+# The adversarial patch must beat its control (uniform noise, same size and placement) by this much
+# accuracy on the patched images: measured (corrupt, rate 1) le_net 0.935 - 0.893 = 0.042 at scale
+# 0.3 and 0.825 - 0.624 = 0.201 at 0.5; shallow_net 0.787 - 0.777 = 0.010 and 0.664 - 0.562 = 0.102,
+# less a margin. Over the whole deployed set the gap shrinks with the share of patched images.
+CONTROL_MARGINS = {"le_net": {0.3: 0.02, 0.5: 0.1}, "shallow_net": {0.3: 0.0, 0.5: 0.05}}
 CLEAN_FLOORS = {"le_net": 0.9, "shallow_net": 0.8}
 # The large architectures train on a CPU budget (512 images, 1 epoch): above chance only.
 DEFAULT_CLEAN_FLOOR = 0.2
@@ -33,8 +44,11 @@ DEFAULT_CLEAN_FLOOR = 0.2
 @attack_cases("patch", DEPLOYMENTS)
 def test_patch(robustness, architecture, params):
     result = robustness.attack("patch", **params)
+    rate = params.get("patch_application_rate", 1.0)
+    patched = rate if params["patch_deployment_method"] == "corrupt" else rate / (1 + rate)
     robustness.check(
         result,
         clean_accuracy=CLEAN_FLOORS.get(architecture, DEFAULT_CLEAN_FLOOR),
         adversarial_accuracy=ADVERSARIAL_FLOORS.get(architecture, {}).get(params["patch_scale"], 0.0),
+        accuracy_below_control=patched * CONTROL_MARGINS.get(architecture, {}).get(params["patch_scale"], 0.0),
     )

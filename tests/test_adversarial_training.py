@@ -21,13 +21,14 @@ from pytest_robustness.attacks.adversarial_training import madry_pgd_fit
 from pytest_robustness.attacks.base import seed_everything
 from pytest_robustness.datasets import load_builtin_mnist
 from pytest_robustness.defenses import PGD_DEFAULTS, art_pgd_training
+from pytest_robustness.model_adapter import adapt
 from pytest_robustness.training import TrainingParams, compile_model, fit, make_optimizer
 
 TRAIN_IMAGES, TEST_IMAGES = 2000, 500
 
 
 def fgm_accuracy(model, x, y) -> float:
-    x_adv = compiled.fgm(model, x, eps=0.3, eps_step=0.1, norm="inf", batch_size=32)
+    x_adv = compiled.fgm(adapt(model).model, x, eps=0.3, eps_step=0.1, norm="inf", batch_size=32)  # on logits
     return float((model.predict(x_adv, batch_size=256, verbose=0).argmax(1) == y).mean())
 
 
@@ -50,11 +51,11 @@ def test_compiled_pgd_training_as_robust_as_arts():
         model = keras.models.clone_model(plain)
         model.set_weights(plain.get_weights())
         seed_everything(0)
-        optimizer, loss = make_optimizer("adam", 0.001), keras.losses.CategoricalCrossentropy()
+        optimizer, loss = make_optimizer("adam", 0.001), keras.losses.CategoricalCrossentropy(from_logits=True)
         if backend == "art":
             art_pgd_training(model, x, y_onehot, data, optimizer, loss, 32, recipe)
         else:
-            madry_pgd_fit(model, x, y_onehot, optimizer=optimizer, loss_object=loss, eps=recipe["eps"],
+            madry_pgd_fit(adapt(model).model, x, y_onehot, optimizer=optimizer, loss_object=loss, eps=recipe["eps"],
                           eps_step=recipe["eps_step"], max_iter=recipe["max_iter"], ratio=recipe["ratio"],
                           epochs=recipe["epochs"], batch_size=32, seed=0)
         trained[backend] = fgm_accuracy(model, x_test, y_test)

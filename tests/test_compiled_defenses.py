@@ -46,7 +46,7 @@ def test_compiled_adaptive_smoothing_equals_art_bpda(attack, model_and_images):
     params = get_defense("spatial_smoothing").resolve({})
     art_defense = get_defense("spatial_smoothing").preprocessor(params)
     classifier = make_classifier(model, 10, x.shape[1:], preprocessing_defences=[bpda(art_defense)])
-    defended = bpda_model(model, get_defense("spatial_smoothing").compiled(params))
+    defended = bpda_model(classifier.model, get_defense("spatial_smoothing").compiled(params))  # its logits
     if attack == "fgm":
         ours = compiled.fgm(defended, x, eps=0.2, eps_step=0.1, norm="inf", batch_size=32)
         reference = FastGradientMethod(classifier, eps=0.2, norm=np.inf, batch_size=32).generate(x)

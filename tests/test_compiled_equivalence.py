@@ -59,14 +59,16 @@ def mnist():
 def lenet(mnist):
     x, y = mnist
     model = _train(le_net, x[:N_TRAIN], y[:N_TRAIN])
-    return model, _art(model)
+    classifier = _art(model)
+    return classifier.model, classifier  # the kernels attack the classifier's logits model
 
 
 @pytest.fixture(scope="module")
 def shallow(mnist):
     x, y = mnist
     model = _train(shallow_net, x[:N_TRAIN], y[:N_TRAIN])
-    return model, _art(model)
+    classifier = _art(model)
+    return classifier.model, classifier  # the kernels attack the classifier's logits model
 
 
 @pytest.fixture(scope="module")

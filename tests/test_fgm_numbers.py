@@ -23,6 +23,15 @@ BACKENDS = [
 NORMS = {"inf": np.inf, "1": 1, "2": 2}
 
 
+def logits_of(model):
+    """The model without its final softmax: a linear copy of its last Dense layer on the same input."""
+    last = model.layers[-1]
+    linear = keras.layers.Dense(last.units)
+    outputs = linear(last.input)
+    linear.set_weights(last.get_weights())
+    return keras.Model(model.inputs, outputs)
+
+
 def art_reference(store, run, tmp_path):
     """Recompute the cell with ART from what MLflow holds: the registered model and the logged samples."""
     params = run.data.params
@@ -30,8 +39,9 @@ def art_reference(store, run, tmp_path):
     model = mlflow.tensorflow.load_model(params["model_uri"])
     examples = np.load(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path / run.info.run_id))
     x_clean, x_adv_logged, y_true = examples["x_clean"], examples["x_adv"], examples["y_true"]
-    classifier = TensorFlowV2Classifier(model, nb_classes=10, input_shape=(28, 28, 1),
-                                        loss_object=keras.losses.CategoricalCrossentropy(), clip_values=(0.0, 1.0))
+    classifier = TensorFlowV2Classifier(logits_of(model), nb_classes=10, input_shape=(28, 28, 1),
+                                        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True),
+                                        clip_values=(0.0, 1.0))
     attack = FastGradientMethod(classifier, norm=NORMS[params["fgm.norm"]], eps=float(params["fgm.eps"]),
                                 eps_step=float(params["fgm.eps_step"]), minimal=params["fgm.minimal"] == "true",
                                 batch_size=int(params["fgm.batch_size"]))

@@ -68,7 +68,8 @@ def test_weak_candidate_fails_good_one_is_promoted_worse_one_regresses(gate):
                 "--promote", "champion", "--robustness-cache", "off")
     assert worse.ret == pytest.ExitCode.TESTS_FAILED
     worse.stdout.fnmatch_lines([
-        "*: *_accuracy * < * (baseline models:/gate_shallow_net/2 * - max_regression 0.02 [[]--max-regression[]])*",
+        "*: *_accuracy * vs baseline models:/gate_shallow_net/2 *: worse by * > max_regression 0.02 "
+        "[[]--max-regression[]], significant: exact McNemar p=* on 200 paired images * < 0.05 [[]--significance[]]*",
         "*fgm linf-eps0.1 * (-0.* FAIL*",
         "nothing promoted to @champion: *",
     ])

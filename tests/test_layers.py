@@ -8,7 +8,8 @@ validates names against them: an option's value is looked up in a registry.
 
 Inside functions, only heavy third-party libraries may be imported (so a warm,
 fully cached run never loads them); our own modules only where a module of ours
-imports TensorFlow or Keras at its top (``LAZY_OWN_MODULES``).
+imports TensorFlow or Keras at its top (``LAZY_OWN_MODULES``). Imports under
+``if TYPE_CHECKING:`` never run and are not counted.
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "pytest_robustness"
 
 LAYERS = {
-    "base": {"errors", "params", "metrics", "metric_names", "training", "classifiers", "keras_layers", "evidence",
-             "versions", "model_uris", "mlflow_search", "progress"},
+    "base": {"errors", "params", "metrics", "training", "classifiers", "keras_layers", "evidence",
+             "versions", "model_uris", "mlflow_search", "progress", "hookspecs", "registry_scope", "statistics",
+             "model_adapter", "model_loading"},
     "registries": {"architectures", "attacks", "attacks.base", "attacks.fgm", "attacks.patch", "attacks.compiled",
                    "attacks.defense_kernels", "attacks.adversarial_training", "patch_deployment", "defenses", "datasets",
-                   "data_checks", "image_folders", "recipes",
+                   "data_checks", "image_folders", "recipes", "attacks.define", "attacks.carlini", "attacks.deepfool",
+                   "attacks.pgd", "attacks.square", "patch_training", "registry", "metric_names",
                    "cache"},  # the content-addressed store: settings' start-up data check asks it what is cached
-    "options": {"settings", "thresholds"},
-    "engine": {"tracking", "orphans", "model_registry", "devices", "session", "adversarial_sets"},
-    "cell API": {"evaluation", "transfer_cells", "grid", ""},  # "" is the package itself: the suites' API (attack_cases ...)
+    "options": {"settings", "model_settings", "thresholds"},
+    "engine": {"tracking", "orphans", "model_registry", "model_checks", "model_files", "devices", "session",
+               "adversarial_sets"},
+    "cell API": {"evaluation", "transfer_cells", "masking", "patch_control", "randomised", "grid", ""},  # "" is the package itself: the suites' API (attack_cases ...)
     "pytest glue": {"plugin", "robustness_plugin", "scope", "junit", "fixtures", "reporting", "gating", "sweeps",
                     "ordering", "transfer"},
 }
@@ -38,7 +42,8 @@ RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module 
 LAYER_NAME = {module: name for name, modules in LAYERS.items() for module in modules}
 
 # Imported inside functions: these import TensorFlow or Keras at their top.
-LAZY_OWN_MODULES = {"keras_layers", "attacks.compiled", "attacks.defense_kernels", "attacks.adversarial_training"}
+LAZY_OWN_MODULES = {"keras_layers", "model_adapter", "attacks.compiled", "attacks.defense_kernels",
+                    "attacks.adversarial_training"}
 # Third-party libraries too heavy to import before they are needed.
 HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend"}
 
@@ -66,6 +71,9 @@ def resolve(importer: str, node: ast.ImportFrom | ast.Import) -> list[tuple[str 
         base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
         target = ".".join([*base, *([node.module] if node.module else [])])
         names = [f"pytest_robustness.{target}".rstrip(".")]
+        submodules = [f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in MODULES]
+        if node.module is not None and submodules:  # ``from .attacks import compiled``: the submodule
+            names = [f"pytest_robustness.{name}" for name in submodules]
         if node.module is None:  # ``from . import x``: a submodule, or a name of the package itself
             names = [f"pytest_robustness.{'.'.join([*base, a.name])}" if ".".join([*base, a.name]) in MODULES
                      else f"pytest_robustness.{'.'.join(base)}".rstrip(".") for a in node.names]
@@ -87,6 +95,8 @@ def imports(module: str) -> list[tuple[bool, str | None, str, int]]:
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue  # never runs: names for annotations only
             inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 if isinstance(child, ast.ImportFrom) and child.module == "__future__":

@@ -18,7 +18,7 @@ def test_dump(robustness_settings):
     out["training_explicit"] = sorted(s.training_explicit)
     out["cache_dir"] = str(s.cache_dir)
     with open("settings.json", "w") as handle:
-        json.dump(out, handle)
+        json.dump(out, handle, default=str)
 '''
 
 
@@ -34,13 +34,15 @@ def test_help_lists_every_option_and_ini_key(pytester):
     assert result.ret == 0
     out = result.stdout.str()
     assert "adversarial robustness (pytest-robustness):" in out
-    for option in ("--gpu", "--dataset=DATASET", "--architecture=NAME", "--model-uri=URI", "--experiment=",
+    for option in ("--gpu", "--dataset=DATASET", "--architecture=NAME", "--model-uri=[ARCH=]URI", "--experiment=",
+                   "--model-output=KIND", "--input-range=LOW,HIGH", "--model-file=PATH", "--trust-model-code",
                    "--mlflow-uri=URI", "--robustness-seed=SEED", "--train=KEY=VALUE", "--samples=N",
                    "--attack-backend={compiled,art}", "--robustness-cache={readwrite,read,write,off}",
                    "--image-size=H,W,C", "--max-regression=DELTA"):
         assert option in out, option
     for key in ("robustness_dataset", "robustness_architectures", "robustness_experiment", "robustness_seed",
                 "robustness_train", "robustness_samples", "robustness_attack_backend", "robustness_cache",
+                "robustness_model_output", "robustness_input_range", "robustness_trust_model_code",
                 "robustness_image_size", "robustness_max_regression"):
         assert f"  {key} (" in out, key
 

@@ -4,8 +4,8 @@ Each attack is a ``tf.function`` built once per (model, attack configuration)
 and cached on the model (weakly, so the cache never keeps a model alive).
 The kernels reproduce the arithmetic of the Adversarial Robustness Toolbox
 (ART 1.20.1) reference implementations used with a
-``TensorFlowV2Classifier(..., loss_object=CategoricalCrossentropy(),
-clip_values=...)``:
+``TensorFlowV2Classifier(..., loss_object=CategoricalCrossentropy(from_logits=True),
+clip_values=...)`` on a logits model:
 
 * :func:`fgm` -- ``art.attacks.evasion.FastGradientMethod`` (numpy code path),
   including ``minimal=True``.
@@ -160,7 +160,9 @@ def _batches(n, batch_size):
 
 
 def _loss_gradient(model, x, y, nb_classes):
-    """ART ``TensorFlowV2Classifier.loss_gradient`` with ``CategoricalCrossentropy()``.
+    """ART ``TensorFlowV2Classifier.loss_gradient`` with ``CategoricalCrossentropy(from_logits=True)``.
+
+    ``model`` outputs logits (the harness's wrapper, see ``model_adapter``).
 
     The Keras loss reduces with ``sum_over_batch_size`` (sum / rows), so the
     gradient of each sample is scaled by 1 / batch rows exactly as in ART, which
@@ -170,10 +172,10 @@ def _loss_gradient(model, x, y, nb_classes):
     """
     with tf.GradientTape() as tape:
         tape.watch(x)
-        probs = model(x, training=False)
+        logits = model(x, training=False)
         if y is None:
-            y = tf.one_hot(tf.argmax(probs, axis=1), nb_classes, dtype=probs.dtype)
-        per_sample = keras.losses.categorical_crossentropy(y, probs)
+            y = tf.one_hot(tf.argmax(logits, axis=1), nb_classes, dtype=logits.dtype)
+        per_sample = keras.losses.categorical_crossentropy(y, logits, from_logits=True)
         loss = tf.reduce_sum(per_sample) / tf.cast(tf.shape(per_sample)[0], per_sample.dtype)
     return tape.gradient(loss, x), y
 
@@ -638,8 +640,8 @@ def _build_patch(
                 tape.watch(patch)
                 patched = tf.clip_by_value(_overlay(images, patch, mask, params), lo, hi)
             # targeted: Adam descends the loss towards the target
-                probs = model(patched, training=False)
-                per_sample = keras.losses.categorical_crossentropy(target, probs)
+                logits = model(patched, training=False)  # ART's patch: use_logits for a logits estimator
+                per_sample = keras.losses.categorical_crossentropy(target, logits, from_logits=True)
                 loss = tf.reduce_sum(per_sample * valid) / tf.reduce_sum(valid)
             grad = tape.gradient(loss, patch)
             # keras.optimizers.Adam.update_step, then the variable's clip constraint

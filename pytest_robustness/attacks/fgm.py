@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..params import choice, flag, numeric
-from .base import AttackOutput, AttackSpec, AttackTarget, norm_value
+from .base import norm_value
+from .define import define_attack
 
 NORMS = ("inf", "1", "2")
 
@@ -16,25 +17,25 @@ PARAMS = {
 }
 
 
-def art_fgm(target: AttackTarget, x, params) -> AttackOutput:
+def art_fgm(classifier, model, x, params):
     from art.attacks.evasion import FastGradientMethod
 
     attack = FastGradientMethod(
-        target.classifier, norm=norm_value(params["norm"]), eps=params["eps"], eps_step=params["eps_step"],
+        classifier, norm=norm_value(params["norm"]), eps=params["eps"], eps_step=params["eps_step"],
         minimal=params["minimal"], batch_size=params["batch_size"],
     )
-    return AttackOutput(attack.generate(x=x))
+    return attack.generate(x=x)
 
 
-def compiled_fgm(target: AttackTarget, x, params) -> AttackOutput:
+def compiled_fgm(classifier, model, x, params):
     from . import compiled
 
-    return AttackOutput(compiled.fgm(
-        target.model, x, eps=params["eps"], eps_step=params["eps_step"], norm=params["norm"],
-        minimal=params["minimal"], batch_size=params["batch_size"], clip_values=target.classifier.clip_values,
-    ))
+    return compiled.fgm(
+        model, x, eps=params["eps"], eps_step=params["eps_step"], norm=params["norm"],
+        minimal=params["minimal"], batch_size=params["batch_size"], clip_values=classifier.clip_values,
+    )
 
 
-FGM = AttackSpec("fgm", PARAMS, {"art": art_fgm, "compiled": compiled_fgm},
-                 doc="ART FastGradientMethod; untargeted, labels from the model's own predictions",
-                 versions={"art": 1, "compiled": 1})  # bump with a change to what a backend produces
+FGM = define_attack("fgm", PARAMS, art_fgm, compiled=compiled_fgm,
+                    doc="ART FastGradientMethod; untargeted, labels from the model's own predictions",
+                    versions={"art": 1, "compiled": 1})  # bump with a change to what a backend produces

@@ -23,7 +23,8 @@ import numpy as np
 from ..errors import RobustnessUsageError
 from ..params import Param, numeric
 from ..patch_deployment import DEPLOY_PARAMS, deploy_patches
-from .base import AttackOutput, AttackSpec, AttackTarget
+from .base import AttackOutput
+from .define import define_attack
 
 
 def _patch_shape_ok(value: Any) -> bool:
@@ -68,11 +69,11 @@ def patch_target(params: Mapping[str, Any], seed: int, n_classes: int) -> int:
     return target
 
 
-def _shape_and_draws(target: AttackTarget, x: np.ndarray, params: Mapping[str, Any]):
+def _shape_and_draws(seed: int, x: np.ndarray, params: Mapping[str, Any]):
     shape = tuple(params["patch_shape"] or x.shape[1:])
     if shape[-1] not in (1, x.shape[-1]):
         raise RobustnessUsageError(f"attack patch: patch_shape={shape} has {shape[-1]} channels; the images have {x.shape[-1]}")
-    rng = np.random.default_rng([target.seed, 11])
+    rng = np.random.default_rng([seed, 11])
     n = min(params["num_patch_gen_samples"], len(x))
     draws = [np.sort(rng.choice(len(x), size=n, replace=False)) for _ in range(params["num_patch"])]
     return shape, draws
@@ -129,51 +130,45 @@ def _art_patch_class():
     return LocalAdversarialPatch
 
 
-def art_patch(target: AttackTarget, x: np.ndarray, params: Mapping[str, Any]) -> AttackOutput:
+def art_patch(classifier, model, x: np.ndarray, params: Mapping[str, Any], seed: int) -> AttackOutput:
     """ART's TensorFlow v2 adversarial patch (zero fill, see above), targeted, one patch per sample draw."""
-    goal = patch_target(params, target.seed, target.n_classes)
-    shape, draws = _shape_and_draws(target, x, params)
+    goal = patch_target(params, seed, classifier.nb_classes)
+    shape, draws = _shape_and_draws(seed, x, params)
     patches = []
     for idx in draws:
         attack = _art_patch_class()(
-            target.classifier, rotation_max=params["rotation_max"], scale_min=params["scale_min"],
+            classifier, rotation_max=params["rotation_max"], scale_min=params["scale_min"],
             scale_max=params["scale_max"], learning_rate=params["learning_rate"], max_iter=params["max_iter"],
             batch_size=params["batch_size"], patch_shape=shape, targeted=True, verbose=False,
         )
-        y = np.zeros((len(idx), target.n_classes), dtype=np.float32)
+        y = np.zeros((len(idx), classifier.nb_classes), dtype=np.float32)
         y[:, goal] = 1.0
         patch, _mask = attack.generate(x=x[idx], y=y)
         patches.append(np.asarray(patch, dtype=np.float32))
     return AttackOutput(np.stack(patches), extra_params={"patch_target": goal})
 
 
-def compiled_patch(target: AttackTarget, x: np.ndarray, params: Mapping[str, Any]) -> AttackOutput:
+def compiled_patch(classifier, model, x: np.ndarray, params: Mapping[str, Any], seed: int) -> AttackOutput:
     from . import compiled
 
-    goal = patch_target(params, target.seed, target.n_classes)
-    shape, draws = _shape_and_draws(target, x, params)
+    goal = patch_target(params, seed, classifier.nb_classes)
+    shape, draws = _shape_and_draws(seed, x, params)
     patches = [
         compiled.generate_patch(
-            target.model, x[idx], target=goal, learning_rate=params["learning_rate"], max_iter=params["max_iter"],
+            model, x[idx], target=goal, learning_rate=params["learning_rate"], max_iter=params["max_iter"],
             rotation_max=params["rotation_max"], scale_min=params["scale_min"], scale_max=params["scale_max"],
-            patch_shape=shape, batch_size=params["batch_size"], seed=target.seed + i,
-            clip_values=target.classifier.clip_values,
+            patch_shape=shape, batch_size=params["batch_size"], seed=seed + i,
+            clip_values=classifier.clip_values,
         )
         for i, idx in enumerate(draws)
     ]
     return AttackOutput(np.stack([np.asarray(p, dtype=np.float32) for p in patches]), extra_params={"patch_target": goal})
 
 
-def _backends() -> dict:
-    """The compiled kernel is on another branch: without it, ``generator`` falls back to ART."""
-    backends = {"art": art_patch}
-    if importlib.util.find_spec(f"{__package__}.compiled") is not None:
-        backends["compiled"] = compiled_patch
-    return backends
-
-
-PATCH = AttackSpec(
-    "patch", PARAMS, _backends(),
+PATCH = define_attack(
+    "patch", PARAMS, art_patch,
+    # The compiled kernel may be absent (another branch): then ``generator`` falls back to ART.
+    compiled=compiled_patch if importlib.util.find_spec(f"{__package__}.compiled") is not None else None,
     doc="ART AdversarialPatch: a universal targeted patch, deployed onto the evaluation images",
     deploy_params=DEPLOY_PARAMS, deploy=deploy_patches, constraints=(_scale_order,), generate_on="train",
     versions={"art": 1, "compiled": 1},  # bump with a change to what a backend produces (the zero-fill override)
