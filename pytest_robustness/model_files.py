@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from .mlflow_search import versions_of
 from .model_loading import SIGNATURE_TAG, encode_signature, file_digest, load_keras_file, model_signature
 from .model_registry import PIP_REQUIREMENTS, WEIGHTS_TAG, RegisteredModel, registered_model_name, weights_digest
 from filelock import FileLock
@@ -53,7 +54,7 @@ def _find_by_weights(client, name: str, digest: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions = versions_of(client, name)
     except MlflowException:
         return None
     matching = [v for v in versions if v.tags.get(WEIGHTS_TAG) == digest and v.status == "READY"]
