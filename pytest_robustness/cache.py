@@ -1,8 +1,10 @@
 """Content-addressed on-disk cache of arrays (adversarial examples, patches).
 
 The key is a digest of everything that determines the arrays (model weights
-digest, data digest, attack, parameters, seed, backend), so a stale entry can
-never be served: change any input and the key changes.
+digest, data digest, attack, its code version, parameters, seed, backend) and of
+the library versions that computed them (``versions.library_versions``), so a
+stale entry can never be served: change any input or upgrade ART, TensorFlow,
+Keras or numpy and the key changes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
+
+from . import versions
+from .datasets import freeze
 
 CACHE_VERSION = 1
 
@@ -37,7 +42,7 @@ class ArrayCache:
 
     @staticmethod
     def key(*parts: Any) -> str:
-        blob = json.dumps([CACHE_VERSION, *parts], sort_keys=True, default=str).encode()
+        blob = json.dumps([CACHE_VERSION, versions.library_versions(), *parts], sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:32]
 
     def has(self, key: str) -> bool:
@@ -58,8 +63,6 @@ class ArrayCache:
             self.misses += 1
             return None
         self.hits += 1
-        from .datasets import freeze
-
         freeze(*found.values())  # served by content: read-only (the arrays and the buffers they view)
         return found
 

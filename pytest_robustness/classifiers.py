@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 CLIP_VALUES = (0.0, 1.0)
 
 
@@ -43,8 +45,6 @@ def make_classifier(model, n_classes: int, input_shape: Sequence[int], preproces
 
 def softmax(logits):
     """Row-wise softmax of a numpy array of logits (float32), as Keras computes it."""
-    import numpy as np
-
     z = np.asarray(logits, dtype=np.float32)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)

@@ -33,8 +33,11 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from . import registry_scope
+from .attacks.base import seed_everything
+from .classifiers import make_classifier
 from .errors import RobustnessUsageError
 from .params import Param, flag, numeric, resolve
+from .training import fit, make_optimizer, training_subset
 
 THREAT_MODELS = ("oblivious", "adaptive")
 CLIP_VALUES = (0.0, 1.0)
@@ -200,9 +203,6 @@ def pgd_training(session, model, architecture: str, training, *, params: Mapping
     """
     import keras
 
-    from .attacks.base import seed_everything
-    from .training import make_optimizer, training_subset
-
     data, pgd = session.dataset, params
     model.set_weights(session.model(architecture).model.get_weights())
     seed_everything(session.settings.seed)
@@ -232,8 +232,6 @@ def art_pgd_training(model, x, y_onehot, data, optimizer, loss_object, batch_siz
     import tensorflow as tf
     from art.attacks.evasion import ProjectedGradientDescent
     from art.defences.trainer import AdversarialTrainer
-
-    from .classifiers import make_classifier
 
     @tf.function
     def train_step(net, images, labels):  # ART's default re-traces a tf.function on every batch
@@ -278,9 +276,6 @@ def fit_training(session, model, architecture: str, training, *, params: Mapping
                  defense: "Defense") -> dict[str, float]:
     """Plain training on the defended training set: ``defense``'s preprocessor applied to
     (images, labels), e.g. Gaussian augmentation adding noisy copies (Dioptra's data augmentation)."""
-    from .attacks.base import seed_everything
-    from .training import fit, training_subset
-
     data = session.dataset
     x, y = training_subset(data.x_train, data.y_train, training.samples)
     seed_everything(session.settings.seed)

@@ -12,42 +12,30 @@ import contextlib
 import csv
 import functools
 import io
+import tempfile
 import time
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import pytest
 
-from . import masking
+from . import evidence, masking
 from . import metrics as m
 from . import patch_control, randomised, statistics
 from .attacks import Deployed, get_attack
+from .attacks.base import seed_everything
 from .datasets import content_digest, freeze
+from .defenses import bpda, check_threat_model, get_defense
 from .errors import RobustnessUsageError
+from .metric_names import DEFENSE_METRICS, JUNIT_METRICS, KNOWN_METRICS, PAIRED_METRICS  # noqa: F401  (re-exported)
+from .mlflow_search import all_of, equals
 from .params import case_id
 from .session import AttackRun, LazyClassifier, RobustnessSession, predict_in_batches, unwrap
 from .session import BASELINE
 from .thresholds import Bound, Cell, check_bounds
 from .transfer_cells import TransferCell
-
-JUNIT_METRICS = ("clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
-                 "defended_accuracy", "accuracy_gain", "transfer_rate", *m.DISTANCE_METRICS, "control_accuracy",
-                 "control_targeted_success_rate", "defended_accuracy_std")
-# A defended result's own metrics: logged under these names, never prefixed.
-DEFENSE_METRICS = ("defended_accuracy", "accuracy_gain", "clean_accuracy_gain", "defended_accuracy_std",
-                   "defended_accuracy_ci_low", "defended_accuracy_ci_high")
-# Metrics with per-image correctness: compared with a baseline image by image (McNemar).
-PAIRED_METRICS = ("clean_accuracy", "adversarial_accuracy", "defended_accuracy")
-# Every metric a cell can report: what thresholds may name.
-KNOWN_METRICS = (
-    "clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
-    "patched_accuracy", "patched_count", "transfer_rate", *DEFENSE_METRICS,
-    *(f"{name}{stat}" for name in m.DISTANCE_METRICS for stat in ("", "_median", "_stdev", "_iqr", "_min", "_max")),
-    *(f"{subset}_{name}" for subset in ("clean", "adversarial") for name in ("precision", "recall", "f1", "auc")),
-    *patch_control.CONTROL_METRICS,
-    *(f"{name}{bound}" for name in statistics.PROPORTIONS for bound in ("_ci_low", "_ci_high")),
-)
 
 
 @dataclass
@@ -297,8 +285,6 @@ class Robustness(TransferCell):
                defence_key: str = "", attack_model=None) -> AttackResult:
         """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored
         by ``classifier`` (default: the recipe's undefended classifier), which they were crafted on."""
-        from .attacks.base import seed_everything
-
         x, y = self.eval_set()
         source = self.dataset.x_train if spec.generate_on == "train" else x
         with self.timed("craft_adaptive" if defence_key or recipe else "craft"):
@@ -344,8 +330,6 @@ class Robustness(TransferCell):
         defended model's accuracy on its examples; ``accuracy_gain`` is that minus
         ``result``'s adversarial accuracy (on the very same examples when oblivious).
         """
-        from .defenses import check_threat_model, get_defense
-
         resolved = get_defense(defense).resolve(params)
         check_threat_model(threat_model)
         defended = self._defend(result, defense, threat_model, resolved)
@@ -355,9 +339,6 @@ class Robustness(TransferCell):
     def _defend(self, result: AttackResult, defense: str, threat_model: str, resolved: dict[str, Any],
                 base_recipe: str = "") -> AttackResult:
         """``defend`` without logging; ``base_recipe`` picks the defended model's slot (the baseline's too)."""
-        from .attacks.base import seed_everything
-        from .defenses import bpda, get_defense
-
         spec = get_defense(defense)
         attack = get_attack(result.attack)
         attack_params = attack.resolve({k: v for k, v in result.params.items() if k in attack.schema})
@@ -450,8 +431,6 @@ class Robustness(TransferCell):
         self.log_examples(result, prefix, undefended)
 
     def log_examples(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
-        from . import evidence
-
         """Examples, per-image distances and evidence PNGs. The examples file is content-addressed
         in the cache, so a re-run copies it instead of compressing megabytes again."""
         tracker, run_id, cache = self.session.tracker, self.ensure_run(), self.session.cache
@@ -566,13 +545,14 @@ class Robustness(TransferCell):
 
     # -- baseline ------------------------------------------------------------------------------
     def cell_key(self, result: AttackResult) -> str:
-        """Identity of a cell's numbers apart from the model: attack, parameters, defense, data, seed
-        (and, for transfer cells, where the examples came from)."""
+        """Identity of a cell's numbers apart from the model: attack, parameters, defense, data, seed,
+        backend (and, through the cache key, the library versions; for transfer cells, where the examples
+        came from)."""
         source = [result.source_architecture, result.source_model_uri, result.examples_uri]
         return self.session.cache.key("cell", result.attack, sorted(result.params.items()), result.defense,
                                       sorted(result.defense_params.items()), result.threat_model,
                                       self.dataset.digest, self.seed, len(result.x_clean), self.architecture,
-                                      *(source if any(source) else []))
+                                      self.session.settings.attack_backend, *(source if any(source) else []))
 
     def baseline_metrics(self, result: AttackResult) -> dict[str, float] | None:
         return self._baseline(result)[0]
@@ -591,8 +571,6 @@ class Robustness(TransferCell):
         if result.defense == "none":
             base = self._craft(spec, resolved, recipe=BASELINE)
             return base.metrics, correctness(base)
-        from .defenses import get_defense
-
         if result.undefended is None or get_defense(result.defense).training_recipe(result.defense_params):
             return None, None  # adversarially trained variants are derived from the candidate: no baseline cell
         base = self._craft(spec, resolved, recipe=BASELINE)
@@ -601,9 +579,9 @@ class Robustness(TransferCell):
 
     def _stored_cell_metrics(self, cell_key: str, model_uri: str):
         tracker = self.session.tracker
-        runs = tracker.client.search_runs(
+        runs = tracker.client.search_runs(  # the latest one: one page of one run
             [tracker.ensure_experiment()],
-            f"tags.`robustness.cell_key` = '{cell_key}' and tags.`robustness.cell_model` = '{model_uri}'",
+            all_of(equals("tags", "robustness.cell_key", cell_key), equals("tags", "robustness.cell_model", model_uri)),
             order_by=["attributes.start_time DESC"], max_results=1)
         if not runs:
             return None
@@ -616,8 +594,6 @@ class Robustness(TransferCell):
 
     def _stored_correctness(self, run) -> dict[str, np.ndarray] | None:
         """The per-image correctness a gated cell stored (``correctness.npz``), None for older runs."""
-        import tempfile
-
         if run.data.tags.get("robustness.correctness") != CORRECTNESS_FILE:
             return None
         with tempfile.TemporaryDirectory(prefix="robustness-baseline-") as tmp:
@@ -667,8 +643,6 @@ class Robustness(TransferCell):
     # -- transfer (transfer_cells.TransferCell has the public methods) ------------------------------
     def _judge(self, crafted: AttackResult, recipe: str = "") -> AttackResult:
         """This cell's model (``recipe``'s slot) scored on ``crafted``'s examples as they are."""
-        from .attacks.base import seed_everything
-
         seed_everything(self.seed)
         with self.timed("score"):
             judged = score(crafted.attack, crafted.params, self.registered_model(recipe).uri, crafted.x_clean,
@@ -733,8 +707,6 @@ NPZ_BLOCK = 1 << 20
 def write_npz(path, **arrays: np.ndarray) -> None:
     """``np.savez_compressed``, streaming each array's bytes in blocks (numpy's writer copies each
     array whole, ``tobytes``, before compressing it)."""
-    import zipfile
-
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
         for name, array in arrays.items():
             array = np.ascontiguousarray(array)

@@ -9,7 +9,7 @@ import pytest
 from .datasets import Dataset
 from .evaluation import Robustness
 from .model_registry import RegisteredModel
-from .reporting import phase_reports, robustness_session
+from .robustness_plugin import RobustnessPlugin, phase_reports
 from .session import RobustnessSession
 from .settings import Settings
 
@@ -17,15 +17,13 @@ from .settings import Settings
 @pytest.fixture(scope="session")
 def robustness_settings(pytestconfig: pytest.Config) -> Settings:
     """The validated ``--dataset``/``--architecture``/... settings of this run."""
-    from .plugin import settings_of
-
-    return settings_of(pytestconfig)
+    return RobustnessPlugin.of(pytestconfig).settings
 
 
 @pytest.fixture(scope="session")
 def robustness_session_state(pytestconfig: pytest.Config) -> RobustnessSession:
     """This process's memo of data, models, classifiers and attack examples."""
-    return robustness_session(pytestconfig)
+    return RobustnessPlugin.of(pytestconfig).robustness_session()
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,8 @@
-"""Release gating at session level: thresholds loaded at start-up, verdicts, promotion, summary table.
+"""Release gating at session level: verdicts, promotion, the summary table.
 
-Per-test checks live in ``Robustness.check``; this module sees the whole
-session on the xdist controller (every report passes through it) and decides
-what the registry should say about each candidate model version.
+Per-test checks live in ``Robustness.check``; the run's plugin object feeds the
+``Gate`` every report on the xdist controller, and at the end of the session
+asks it what the registry should say about each candidate model version.
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from .registry import registry_of
-from .thresholds import ThresholdTable, load_table
-
-TABLE_KEY = pytest.StashKey[ThresholdTable]()
-GATE_KEY = pytest.StashKey["Gate"]()
 CELL_PROPERTIES = ("robustness.architecture", "robustness.row", "robustness.column", "robustness.value",
                    "robustness.candidate")
 
@@ -39,13 +34,13 @@ class CellOutcome:
 
 @dataclass
 class Gate:
-    """Registered as a plugin object: on the controller every report passes through it."""
+    """The session's cells and failures, fed every report on the controller (``observe``)."""
 
     cells: list[CellOutcome] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)  # node ids of failed or erroring tests
     decision: str = ""
 
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+    def observe(self, report: pytest.TestReport) -> None:
         if report.failed and report.nodeid not in self.failed:
             self.failed.append(report.nodeid)
         if report.when != "teardown":
@@ -62,65 +57,30 @@ class Gate:
             ci=(float(props["robustness.value_ci_low"]), float(props["robustness.value_ci_high"]))
             if "robustness.value_ci_low" in props else None, note=str(props.get("robustness.resolution", ""))))
 
+    def conclude(self, client, promote: str | None, session_run_id: str | None, exitstatus: int) -> None:
+        """Verdict tags on the candidate versions, the promotion, the summary artifacts of the session run."""
+        if not self.cells:
+            return
+        candidates = sorted({c.candidate for c in self.cells})
+        failed_by_model = {uri: [c.nodeid for c in self.cells if c.candidate == uri and not c.passed]
+                           for uri in candidates}
+        for uri in candidates:
+            name, version = _split(uri)
+            client.set_model_version_tag(name, version, "robustness.verdict",
+                                         "failed" if failed_by_model[uri] else "passed")
+            if session_run_id:
+                client.set_model_version_tag(name, version, "robustness.verdict_session_run", session_run_id)
+        self.decision = _promote(client, promote, candidates, self, exitstatus)
+        if session_run_id:
+            if self.decision:
+                client.set_tag(session_run_id, "robustness.promotion", self.decision)
+            client.log_text(session_run_id, summary_csv(self.cells), "robustness_summary.csv")
+            client.log_text(session_run_id, summary_html(self.cells), "robustness_summary.html")
 
-def thresholds_of(config: pytest.Config) -> ThresholdTable:
-    return config.stash.get(TABLE_KEY, ThresholdTable())
-
-
-@pytest.hookimpl(trylast=True)  # after plugin.py has read the settings
-def pytest_configure(config: pytest.Config) -> None:
-    from .plugin import SETTINGS_KEY
-
-    if SETTINGS_KEY not in config.stash:
-        return
-    settings = config.stash[SETTINGS_KEY]
-    config.stash[TABLE_KEY] = load_table(settings.thresholds_file, config.rootpath, settings.max_regression,
-                                         registry_of(config), tuple(sorted(settings.model.user_architectures)))
-    config.stash[GATE_KEY] = Gate()
-    config.pluginmanager.register(config.stash[GATE_KEY], "robustness-gate")
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Controller, before the session run closes: verdict tags, promotion, the summary artifacts."""
-    from .server_health import TrackingFault
-
-    try:
-        _record_verdicts(session, exitstatus)
-    except TrackingFault as exc:  # the tracking server went away: say so once, promote nothing
-        session.config.stash[GATE_KEY].decision = f"nothing promoted, no verdicts recorded: {exc.msg}"
-    except OSError as exc:  # e.g. a full artifact store: the verdicts are recorded, the summary files are not
-        gate = session.config.stash[GATE_KEY]
-        gate.decision = "; ".join(filter(None, [gate.decision, f"summary table not stored in MLflow: {exc}"]))
-
-
-def _record_verdicts(session: pytest.Session, exitstatus: int) -> None:
-    config = session.config
-    gate = config.stash.get(GATE_KEY, None)
-    if gate is None or hasattr(config, "workerinput") or not gate.cells:
-        return
-    from mlflow.tracking import MlflowClient
-
-    from .plugin import settings_of
-    from .reporting import session_run_id
-
-    from .server_health import GuardedClient
-
-    settings = settings_of(config)
-    client = GuardedClient(MlflowClient(settings.mlflow_uri), settings.mlflow_timeout)
-    run_id = session_run_id(config)
-    candidates = sorted({c.candidate for c in gate.cells})
-    failed_by_model = {uri: [c.nodeid for c in gate.cells if c.candidate == uri and not c.passed] for uri in candidates}
-    for uri in candidates:
-        name, version = _split(uri)
-        client.set_model_version_tag(name, version, "robustness.verdict", "failed" if failed_by_model[uri] else "passed")
-        if run_id:
-            client.set_model_version_tag(name, version, "robustness.verdict_session_run", run_id)
-    gate.decision = _promote(client, settings.promote, candidates, gate, exitstatus)
-    if run_id:
-        if gate.decision:
-            client.set_tag(run_id, "robustness.promotion", gate.decision)
-        client.log_text(run_id, summary_csv(gate.cells), "robustness_summary.csv")
-        client.log_text(run_id, summary_html(gate.cells), "robustness_summary.html")
+    def terminal_lines(self) -> list[str]:
+        if not self.cells:
+            return []
+        return [*summary_lines(self.cells), *([self.decision] if self.decision else [])]
 
 
 def _split(uri: str) -> tuple[str, str]:
@@ -212,14 +172,3 @@ def summary_html(cells: list[CellOutcome]) -> str:
             parts.append(f"<tr><th>{html.escape(row)}</th>{''.join(tds)}</tr>")
         parts.append("</table>")
     return "\n".join(parts)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    gate = config.stash.get(GATE_KEY, None)
-    if gate is None or not gate.cells:
-        return
-    terminalreporter.write_sep("-", "robustness summary")
-    for line in summary_lines(gate.cells):
-        terminalreporter.write_line(line)
-    if gate.decision:
-        terminalreporter.write_line(gate.decision)

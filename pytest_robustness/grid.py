@@ -8,6 +8,7 @@ from typing import Any, Iterable, Mapping
 import pytest
 
 from .attacks import get_attack
+from .defenses import THREAT_MODELS, check_threat_model, get_defense
 from .params import case_id
 
 
@@ -46,8 +47,6 @@ class DefenseCase(dict):
 
     @property
     def id(self) -> str:
-        from .defenses import get_defense
-
         return "-".join(p for p in (self.name, case_id(get_defense(self.name).params, self), self.threat_model) if p)
 
 
@@ -57,8 +56,6 @@ def defense_cases(defenses: Iterable[str | tuple[str, Mapping[str, Any]]], threa
 
     Each cell is marked ``defense`` (and ``slow`` for training defenses such as ``pgd``).
     """
-    from .defenses import THREAT_MODELS, check_threat_model, get_defense
-
     params = []
     for entry in defenses:
         name, values = (entry, {}) if isinstance(entry, str) else entry

@@ -34,6 +34,9 @@ import numpy as np
 
 from .datasets import content_digest
 from .statistics import wilson_interval
+from .session import unwrap
+from .session import predict_in_batches
+from .attacks.base import seed_everything
 
 MODES = ("fail", "warn", "off")
 PROBE_VERSION = 1
@@ -88,18 +91,12 @@ class Probe:
         self.key = (PROBE_VERSION, content_digest(x), content_digest(y))
 
     def _art(self):
-        from .session import unwrap
-
         return unwrap(self.classifier)
 
     def _accuracy(self, x_adv) -> float:
-        from .session import predict_in_batches
-
         return float(np.mean(predict_in_batches(self._art(), x_adv).argmax(1) == self.y))
 
     def _value(self, name: str, compute: Callable[[], float]) -> float:
-        from .attacks.base import seed_everything
-
         def measure():
             seed_everything(self.seed)
             return {"value": np.array(compute(), dtype=np.float64)}

@@ -25,6 +25,7 @@ from .model_loading import (
     read_flavors,
 )
 from .model_registry import WEIGHTS_TAG, record_tag, resolve_model_version, sqlite_file, weights_digest
+from .devices import configure_gpus
 
 
 def data_signature(spec: str, seed: int, image_size=None) -> tuple[tuple[int, ...], int]:
@@ -85,6 +86,4 @@ def _registered_signature(client, settings, name: str, version: str, option: str
 
 def _prepare_tensorflow(settings) -> None:
     """GPU memory growth must be set before TensorFlow first touches a GPU, which loading a model does."""
-    from .devices import configure_gpus
-
     configure_gpus(settings.gpu)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from .mlflow_search import versions_of
 from .model_loading import SIGNATURE_TAG, encode_signature, file_digest, load_keras_file, model_signature
 from .model_registry import PIP_REQUIREMENTS, WEIGHTS_TAG, RegisteredModel, registered_model_name, weights_digest
+from filelock import FileLock
 
 if TYPE_CHECKING:
     from .session import RobustnessSession
@@ -26,8 +28,6 @@ FILE_TAG = "robustness.model_file_digest"
 
 def register_model_file(session: "RobustnessSession", architecture: str) -> RegisteredModel:
     """The registered version holding the file's weights: found by its weights digest, else logged now."""
-    from filelock import FileLock
-
     options, client = session.settings.model, session.tracker.client
     path = options.model_file
     name = registered_model_name(session.settings.experiment, architecture, options.model_tag)
@@ -54,7 +54,7 @@ def _find_by_weights(client, name: str, digest: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions = versions_of(client, name)
     except MlflowException:
         return None
     matching = [v for v in versions if v.tags.get(WEIGHTS_TAG) == digest and v.status == "READY"]

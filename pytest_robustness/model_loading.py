@@ -15,12 +15,15 @@ is loaded, so a later session checks it without loading the model.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from .errors import RobustnessUsageError
 
@@ -46,8 +49,6 @@ def parse_input_range(option: str, raw: Any) -> tuple[float, float]:
 def read_flavors(tracking_uri: str, name: str, version: str) -> dict[str, dict]:
     """The flavors of a registered version's MLmodel file (downloads that file only)."""
     import mlflow
-    import yaml
-
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"{artifact_root(tracking_uri, name, version)}/MLmodel",
                                                    dst_path=tmp, tracking_uri=tracking_uri)
@@ -178,8 +179,6 @@ def _shape(shape) -> str:
 
 def file_digest(path: str | Path) -> str:
     """Content address of a model file (what --model-file registration is keyed by)."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):

@@ -17,21 +17,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from filelock import FileLock
 
 from .errors import RobustnessUsageError
+from .mlflow_search import versions_of
 from .model_loading import SIGNATURE_TAG, decode_signature, encode_signature, load_registered_keras, model_signature
+from .model_uris import MODEL_URI_PATTERN, parse_model_uri  # noqa: F401  (re-exported)
 
 DIGEST_TAG = "robustness.training_digest"
 # Weights and layer structure (its predecessor, robustness.weights_digest, hashed the weights only:
 # a saturated-softmax or quantised copy of a model shared its cache entries).
 WEIGHTS_TAG = "robustness.model_digest"
 PIP_REQUIREMENTS = ["tensorflow-cpu>=2.21,<2.22", "keras>=3.10,<4"]  # what our registered models need
-MODEL_URI_PATTERN = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+|latest)|@(?P<alias>[\w-]+))$")
 
 
 # Layer settings that change what a model computes without changing its weights.
@@ -52,10 +53,6 @@ def _structure(model) -> list:
 
 def weights_digest(model) -> str:
     """Content address of a model: its weights and layer structure, whatever registry version number it got."""
-    import json
-
-    import numpy as np
-
     h = hashlib.sha256(json.dumps(_structure(model), sort_keys=True, default=str).encode())
     for w in model.weights:
         h.update(np.ascontiguousarray(w.numpy()).tobytes())
@@ -123,15 +120,6 @@ def training_digest(**identity: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:20]
 
 
-def parse_model_uri(uri: str, option: str = "--model-uri") -> tuple[str, str | None, str | None]:
-    match = MODEL_URI_PATTERN.match(uri)
-    if not match:
-        raise RobustnessUsageError(
-            f"{option} {uri}: expected models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS"
-        )
-    return match["name"], match["version"], match["alias"]
-
-
 def sqlite_file(tracking_uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` tracking URI (None for other stores)."""
     prefix = "sqlite:///"
@@ -151,7 +139,7 @@ def resolve_model_version(client, uri: str, option: str = "--model-uri") -> tupl
         model = client.get_registered_model(name)
     except MlflowException:
         raise missing(f"no registered model named {name}") from None
-    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    versions = sorted(int(v.version) for v in versions_of(client, name))
     if alias:
         try:
             return name, str(client.get_model_version_by_alias(name, alias).version)
@@ -209,7 +197,7 @@ def find_version(client, name: str, digest: str):
     from mlflow.exceptions import MlflowException
 
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions = versions_of(client, name)
     except MlflowException:
         return None
     matching = [v for v in versions if v.tags.get(DIGEST_TAG) == digest and v.status == "READY"]

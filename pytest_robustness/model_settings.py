@@ -19,7 +19,7 @@ import pytest
 from .architectures import known_architectures
 from .errors import RobustnessUsageError
 from .model_loading import MODEL_OUTPUTS, check_model_file, parse_input_range
-from .model_registry import parse_model_uri
+from .model_uris import parse_model_uri
 
 PRETRAINED_BASES = ("resnet50", "vgg16")  # architectures whose base --base-weights initialises
 ARCH_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

@@ -4,6 +4,7 @@ A gate's first verdict should come in seconds, not after minutes of adversarial 
 so among the items that use the ``robustness`` fixture the ``slow`` ones move behind the
 others (stable: the order within each group is pytest's). Every other item keeps its place,
 so a project's own tests run in exactly the order they would without the plugin.
+Called by ``RobustnessPlugin.pytest_collection_modifyitems`` (trylast: after -m/-k deselection).
 """
 
 from __future__ import annotations
@@ -24,8 +25,3 @@ def fast_cells_first(items: list[pytest.Item]) -> None:
     ordered = [c for c in cells if not is_slow_cell(c)] + [c for c in cells if is_slow_cell(c)]
     for slot, item in zip(slots, ordered):
         items[slot] = item
-
-
-@pytest.hookimpl(trylast=True)  # after -m/-k deselection and other plugins' reordering
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    fast_cells_first(items)

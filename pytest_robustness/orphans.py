@@ -14,6 +14,8 @@ import os
 import socket
 from pathlib import Path
 
+from .mlflow_search import search_runs
+
 OWNER_TAG = "robustness.owner"
 CLOSED_TAG = "robustness.closed_by"
 _PROC = Path("/proc")
@@ -61,7 +63,7 @@ def close_orphaned_runs(client, experiment_id: str) -> list[str]:
     machine = _machine()
     if machine is None:
         return []
-    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=50000)
+    running = search_runs(client, [experiment_id], "attributes.status = 'RUNNING'")
     closed = []
     for run in running:
         owner = run.data.tags.get(OWNER_TAG, "")

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .attacks.base import Deployed
+from .errors import RobustnessUsageError
 from .params import choice, numeric
 
 METHODS = ("augment", "corrupt")
@@ -95,7 +96,9 @@ def deploy_patches(patches: np.ndarray, x: np.ndarray, params: Mapping[str, Any]
     if patches.ndim == 3:
         patches = patches[None]
     if patches.shape[-1] not in (1, x.shape[-1]):
-        raise ValueError(f"patches with {patches.shape[-1]} channels cannot go on {x.shape[-1]}-channel images")
+        raise RobustnessUsageError(f"patch deployment: patches with {patches.shape[-1]} channels cannot go on "
+                                   f"{x.shape[-1]}-channel images; expected 1 or {x.shape[-1]} channels")
+    rng = np.random.default_rng(seed)
     n = len(x)
     scale = float(params["patch_scale"])
     chosen, draws = placements(n, len(patches), params, seed, x.shape[1:3])

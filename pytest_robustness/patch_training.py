@@ -19,6 +19,7 @@ import numpy as np
 
 from .defenses import Defense, training_recipe
 from .params import numeric
+from .training import fit, training_subset
 
 PARAMS = {
     "max_iter": numeric(50, 1, integer=True, doc="optimisation steps of each training patch"),
@@ -31,8 +32,6 @@ DEFAULTS = {name: p.default for name, p in PARAMS.items()}
 
 def patch_training(session, model, architecture: str, training, *, params: Mapping[str, Any]) -> dict[str, float]:
     """Fine-tune the plain model on originals + patched copies (Dioptra's ``augment`` deployment)."""
-    from .training import fit, training_subset
-
     data = session.dataset
     model.set_weights(session.model(architecture).model.get_weights())
     generation = {"max_iter": params["max_iter"], "num_patch": params["num_patch"]}

@@ -20,6 +20,7 @@ import functools
 from typing import Any, Mapping
 
 import numpy as np
+from .session import predict_in_batches, unwrap
 
 EOT_PARAM = "eot_samples"
 
@@ -67,8 +68,6 @@ def with_eot(classifier, samples: int):
 
 def accuracy_over_draws(classifier, x: np.ndarray, y: np.ndarray, samples: int) -> np.ndarray:
     """Accuracy of ``samples`` successive prediction draws (the caller seeds the first)."""
-    from .session import predict_in_batches, unwrap
-
     art = unwrap(classifier)
     return np.array([np.mean(predict_in_batches(art, x).argmax(1) == y) for _ in range(samples)], dtype=np.float64)
 

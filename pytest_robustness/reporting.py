@@ -1,10 +1,11 @@
-"""Session-level reporting: the MLflow session run, per-phase reports, JUnit properties.
+"""The MLflow session run: created lazily, shared by xdist workers, closed by the controller.
 
-The session run is created lazily by the first process that needs it (so a
-pytest run without robustness tests leaves MLflow untouched); xdist workers
-find it through a token the controller hands them and a file lock, so all
-nested runs sit under one session run. The controller closes it with the
-session's outcome and attaches the JUnit XML.
+The session run is created by the first process that needs it (so a pytest run
+without robustness tests leaves MLflow untouched); xdist workers find it through
+a token the controller hands them and a file lock, so all nested runs sit under
+one session run. The controller closes it with the session's outcome, the JUnit
+XML, the test counts and the reuse line. No hooks here: the run's plugin object
+(``robustness_plugin``) calls these functions in its own order.
 """
 
 from __future__ import annotations
@@ -12,25 +13,22 @@ from __future__ import annotations
 import json
 import os
 import sys
-import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 from filelock import FileLock
 
 from . import __version__, tracking
 from .errors import RobustnessUsageError
+from .mlflow_search import equals, search_runs
+from .orphans import close_orphaned_runs
 from .progress import terminal_progress
-from .server_health import GuardedClient, TrackingFault, require_tracking_server
+from .server_health import require_tracking_server
+from .session import RobustnessSession
+from .settings import Settings
+from .thresholds import ThresholdTable
 
-SESSION_KEY = pytest.StashKey["Any"]()
-TOKEN_KEY = pytest.StashKey[str]()
-REPORTS_KEY = pytest.StashKey[dict]()
-SESSION_RUN_DONE = pytest.StashKey[tuple]()
-SESSION_FAULT = pytest.StashKey[str]()
 TOKEN_INPUT = "robustness_session_token"
-
 EXIT_STATUS = {pytest.ExitCode.OK: "FINISHED", pytest.ExitCode.INTERRUPTED: "KILLED"}
 
 
@@ -38,51 +36,19 @@ def is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
-# -- per-phase reports, so fixtures can tell how their test ended ----------------------
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call):
-    report = yield
-    item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
-    return report
+def session_file(settings: Settings, token: str) -> Path:
+    """Where the session run's id waits for the workers of this pytest session."""
+    return settings.cache_dir / "sessions" / f"{token}.json"
 
 
-def phase_reports(item: pytest.Item) -> dict[str, pytest.TestReport]:
-    return item.stash.get(REPORTS_KEY, {})
-
-
-# -- the lazily created session state and session run -------------------------------------
-@pytest.hookimpl(trylast=True)  # after junitxml has created its LogXML
-def pytest_configure(config: pytest.Config) -> None:
-    config.stash[TOKEN_KEY] = config.workerinput[TOKEN_INPUT] if is_worker(config) else uuid.uuid4().hex
-    _prefer_testcase_properties(config)
-
-
-@pytest.hookimpl(optionalhook=True)
-def pytest_configure_node(node) -> None:
-    """xdist controller: tell each worker which session it belongs to."""
-    node.workerinput[TOKEN_INPUT] = node.config.stash[TOKEN_KEY]
-
-
-def _session_file(config: pytest.Config) -> Path:
-    from .plugin import settings_of
-
-    return settings_of(config).cache_dir / "sessions" / f"{config.stash[TOKEN_KEY]}.json"
-
-
-def robustness_session(config: pytest.Config):
-    """This process's RobustnessSession, created on first use.
+def open_session(config: pytest.Config, settings: Settings, token: str, thresholds: ThresholdTable) -> RobustnessSession:
+    """This process's RobustnessSession, attached to (or creating) the session run.
 
     TensorFlow is set up when the session first needs a model (never, when every
     result is cached), except with ``--gpu``: the GPU set-up picks the device now.
     """
-    if SESSION_KEY in config.stash:
-        return config.stash[SESSION_KEY]
     import mlflow
 
-    from .plugin import settings_of
-    from .session import RobustnessSession
-
-    settings = settings_of(config)
     try:  # before anything is created; an MLFLOW_TRACKING_URI from the environment is first probed here
         require_tracking_server(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
     except RobustnessUsageError as exc:
@@ -91,18 +57,15 @@ def robustness_session(config: pytest.Config):
         pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     tracker = tracking.Tracker(settings.mlflow_uri, settings.experiment, settings.mlflow_timeout)
-    _attach_session_run(config, tracker, settings)
-    from .gating import thresholds_of
-
-    session = RobustnessSession(settings, tracker, "/CPU:0", thresholds_of(config), terminal_progress(config))
+    _attach_session_run(config, tracker, settings, token)
+    session = RobustnessSession(settings, tracker, "/CPU:0", thresholds, terminal_progress(config))
     if settings.gpu:
         session.tensorflow()
-    config.stash[SESSION_KEY] = session
     return session
 
 
-def _attach_session_run(config: pytest.Config, tracker: tracking.Tracker, settings) -> None:
-    path = _session_file(config)
+def _attach_session_run(config: pytest.Config, tracker: tracking.Tracker, settings: Settings, token: str) -> None:
+    path = session_file(settings, token)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path.with_suffix(".lock"))):
         if path.exists():
@@ -122,70 +85,43 @@ def _attach_session_run(config: pytest.Config, tracker: tracking.Tracker, settin
         path.write_text(json.dumps({"run_id": run_id, "experiment_id": tracker.experiment_id}))
 
 
-def session_run_id(config: pytest.Config) -> str | None:
+def find_session_run(settings: Settings, token: str, session: RobustnessSession | None) -> str | None:
     """The session run's id, from this process or the token file (None if no test created one)."""
-    if SESSION_KEY in config.stash and config.stash[SESSION_KEY].tracker.session_run_id:
-        return config.stash[SESSION_KEY].tracker.session_run_id
+    if session is not None and session.tracker.session_run_id:
+        return session.tracker.session_run_id
     try:
-        return json.loads(_session_file(config).read_text())["run_id"]
+        return json.loads(session_file(settings, token).read_text())["run_id"]
     except (OSError, KeyError, ValueError):
         return None
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Close what this process opened (KILLED if a test never finished; Ctrl-C lands here too).
-
-    The controller then closes the session run with the session's outcome and
-    attaches the JUnit XML, which junitxml has written by now (we run last).
-    """
-    config = session.config
-    if SESSION_KEY in config.stash:
-        config.stash[SESSION_KEY].tracker.kill_open_runs("KILLED")
-    if is_worker(config):
-        return
-    run_id = session_run_id(config)
-    if run_id is None:
-        return
-    from mlflow.tracking import MlflowClient
-
-    from .plugin import settings_of
-
-    client = GuardedClient(MlflowClient(settings_of(config).mlflow_uri), settings_of(config).mlflow_timeout)
-    try:
-        _close_session_run(config, client, run_id, exitstatus)
-    except TrackingFault as exc:  # the server went away: the next session marks the run KILLED
-        config.stash[SESSION_FAULT] = f"MLflow session run {run_id} could not be closed: {exc.msg}"
-        _session_file(config).unlink(missing_ok=True)
-
-
-def _close_session_run(config: pytest.Config, client, run_id: str, exitstatus: int) -> None:
-    from .orphans import close_orphaned_runs
-    from .plugin import settings_of
-
-    xmlpath = config.option.xmlpath if hasattr(config.option, "xmlpath") else None
+def close_session_run(client, config: pytest.Config, settings: Settings, token: str, run_id: str,
+                      exitstatus: int, faults: list[str]) -> str:
+    """Controller: attach the JUnit XML (written by now), log the counts, close the run; the reuse line.
+    What could not be stored is said in ``faults`` (a line each), the run still closes."""
+    xmlpath = getattr(config.option, "xmlpath", None)
     if xmlpath and Path(xmlpath).is_file():
         try:
             client.log_artifact(run_id, str(xmlpath))
         except Exception as exc:  # noqa: BLE001 - e.g. a full artifact store: the run is still closed
             client.set_tag(run_id, tracking.FAULT_TAG, f"JUnit XML not stored: {exc}"[:5000])
-            config.stash[SESSION_FAULT] = f"MLflow session run {run_id}: the JUnit XML could not be stored ({exc})"
+            faults.append(f"MLflow session run {run_id}: the JUnit XML could not be stored ({exc})")
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         counts = {k: len(v) for k, v in reporter.stats.items() if k in ("passed", "failed", "error", "skipped")}
         for key, value in counts.items():
             client.log_metric(run_id, f"tests_{key}", value)
-    reuse = reuse_summary(client, settings_of(config), run_id)
+    reuse = reuse_summary(client, settings, run_id)
     client.set_tag(run_id, "robustness.exitstatus", int(exitstatus))
     client.set_tag(run_id, "robustness.reuse", reuse)
     client.set_terminated(run_id, status=EXIT_STATUS.get(exitstatus, "FAILED"))
     # an xdist worker that crashed (SIGKILL, out of memory) left its test's run open
     close_orphaned_runs(client, client.get_run(run_id).info.experiment_id)
-    _session_file(config).unlink(missing_ok=True)
-    config.stash[SESSION_RUN_DONE] = (run_id, settings_of(config), reuse)
+    session_file(settings, token).unlink(missing_ok=True)
+    return reuse
 
 
-def reuse_summary(client, settings, session_run_id: str) -> str:
+def reuse_summary(client, settings: Settings, session_run_id: str) -> str:
     """What this session computed and what it reused, read back from its nested runs.
 
     Reading MLflow (rather than per-process counters) makes the line right
@@ -194,61 +130,20 @@ def reuse_summary(client, settings, session_run_id: str) -> str:
     from mlflow.entities import ViewType
 
     experiment = client.get_experiment_by_name(settings.experiment)
-    children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{session_run_id}'",
-                                  run_view_type=ViewType.ALL, max_results=50000)
+    children = search_runs(client, [experiment.experiment_id], equals("tags", "mlflow.parentRunId", session_run_id),
+                           run_view_type=ViewType.ALL)
     trained = sum(1 for r in children if r.data.tags.get("robustness.kind") == "training")
     tests = [r for r in children if r.data.tags.get("robustness.kind") == "test"]
     # the candidate, and the model a defense such as PGD adversarial training derived from it
     models = {r.data.params.get(name) for r in tests for name in ("model_uri", "defended_model_uri")} - {None}
     examples = [r.data.tags.get("robustness.examples", "computed") for r in tests]
-    reused = sum(1 for e in examples if e in ("cache", "memory"))
+    reused = sum(1 for e in examples if e in ("cache", "memory", "mlflow"))
     return (f"models: {trained} trained, {max(len(models) - trained, 0)} reused from the registry; "
             f"attack examples: {len(examples) - reused} computed, {reused} reused "
-            f"({examples.count('cache')} from the cache, {examples.count('memory')} shared in-session)")
+            f"({examples.count('cache')} from the cache, {examples.count('memory')} shared in-session, "
+            f"{examples.count('mlflow')} read back from MLflow runs)")
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    if SESSION_FAULT in config.stash:
-        terminalreporter.write_sep("-", "pytest-robustness")
-        terminalreporter.write_line(config.stash[SESSION_FAULT])
-    done = config.stash.get(SESSION_RUN_DONE, None)
-    if done is None:
-        return
-    run_id, settings, reuse = done
-    terminalreporter.write_sep("-", "pytest-robustness")
-    terminalreporter.write_line(
-        f"MLflow session run {run_id} in experiment '{settings.experiment}' at {settings.mlflow_uri}"
-    )
-    terminalreporter.write_line(f"reuse: {reuse}")
-
-
-# -- JUnit properties ---------------------------------------------------------------------------
-def _prefer_testcase_properties(config: pytest.Config) -> None:
-    """Metrics are testcase <properties>: valid in xunit1/legacy, not in pytest's default xunit2.
-
-    Unless the user chose a family, the report is written as xunit1, where they
-    are valid; with an explicit xunit2 they go into the suite's properties as
-    ``<nodeid>::<name>`` instead, keeping the file valid for the family it declares.
-    """
-    from _pytest.junitxml import xml_key
-
-    xml = config.stash.get(xml_key, None)
-    if xml is None or xml.family != "xunit2":
-        return
-    explicit = getattr(config, "_inicfg", {})  # what ini files and -o set, defaults excluded
-    if "junit_family" not in explicit:
-        xml.family = "xunit1"
-    else:
-        config.pluginmanager.register(_SuiteLevelProperties(xml), "robustness-xunit2-properties")
-
-
-class _SuiteLevelProperties:
-    def __init__(self, xml):
-        self.xml = xml
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.when == "teardown" and report.user_properties:
-            for name, value in report.user_properties:
-                self.xml.add_global_property(f"{report.nodeid}::{name}", value)
-            report.user_properties = []
+def session_lines(settings: Settings, run_id: str, reuse: str) -> list[str]:
+    return [f"MLflow session run {run_id} in experiment '{settings.experiment}' at {settings.mlflow_uri}",
+            f"reuse: {reuse}"]

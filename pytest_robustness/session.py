@@ -24,9 +24,11 @@ from . import tracking
 from .architectures import get_architecture
 from .attacks import AttackTarget, Deployed, get_attack
 from .cache import ArrayCache
+from .attacks.base import apply_pending_seed, seed_everything
 from .classifiers import make_classifier, softmax
 from .datasets import Dataset, content_digest, dataset_key, freeze, load_dataset
 from .defenses import recipe as registered_recipe
+from .devices import configure_gpus
 from .errors import RobustnessUsageError
 from .model_files import register_model_file
 from .model_loading import file_digest
@@ -41,27 +43,13 @@ from .model_registry import (
 )
 from .progress import Progress, log_progress
 from .server_health import health
+from .recipes import TRAINING_RECIPES, Recipe, plain_training  # noqa: F401  (re-exported: recipes live there)
 from .settings import Settings
 from .thresholds import ThresholdTable
-from .training import TrainingParams, compile_model, fit
+from .training import TrainingParams, compile_model
 
 log = logging.getLogger("pytest_robustness")
 
-
-# A training recipe turns a freshly built, compiled model into a trained one.
-# "" is plain training; other recipes (e.g. "pgd" adversarial training) register
-# here and become their own registered model, tagged with the recipe name.
-Recipe = Callable[["RobustnessSession", Any, str, TrainingParams], dict[str, float]]
-
-
-def plain_training(session: "RobustnessSession", model, architecture: str, params: TrainingParams) -> dict[str, float]:
-    data = session.dataset
-    return fit(model, data.x_train, data.y_train, params, data.n_classes, session.settings.seed,
-               progress=lambda epoch, loss, seconds: session.progress(
-                   f"training {architecture}: epoch {epoch}/{params.epochs:g}, loss {loss:.4f}, {seconds:.1f} s"))
-
-
-TRAINING_RECIPES: dict[str, tuple[Recipe, dict[str, Any]]] = {"": (plain_training, {})}
 
 # Attacks that take longer than this get a progress line.
 LONG_STEP_SECONDS = 2.0
@@ -178,9 +166,6 @@ class RobustnessSession:
         if self._tf is None:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             import tensorflow as tf
-
-            from .attacks.base import apply_pending_seed
-            from .devices import configure_gpus
 
             self.device = configure_gpus(self.settings.gpu)
             tf.config.experimental.enable_op_determinism()  # same seed, same numbers
@@ -406,7 +391,8 @@ class RobustnessSession:
         resolved = spec.generation_params(spec.resolve(params))  # deployment parameters never key generation
         backend = "art" if defence_key and attack_model is None else self.settings.attack_backend
         key = (registered.uri, self.model_digest(architecture, recipe), attack, tuple(sorted(resolved.items())),
-               content_digest(x), self.settings.seed, backend, defence_key, self.adaptation(architecture, recipe))
+               content_digest(x), self.settings.seed, backend, defence_key, self.adaptation(architecture, recipe),
+               spec.code_version(backend))
         if key in self._attack_runs:
             found = self._attack_runs[key]
             return AttackRun(found.x_adv, found.artifacts, found.extra_params, found.seconds, "memory", key)
@@ -417,8 +403,6 @@ class RobustnessSession:
                             {k[len("param__"):]: v.item() for k, v in cached.items() if k.startswith("param__")},
                             reused="cache", key=key)
         else:
-            from .attacks.base import seed_everything
-
             art_classifier = unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe)
             # The compiled kernels attack logits: the classifier's own model (the logits wrapper), or that
             # wrapper behind a defence's TensorFlow form

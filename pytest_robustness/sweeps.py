@@ -9,12 +9,15 @@ Lines: ``none`` (undefended ``adversarial_accuracy``) and ``<defense> (<threat m
 
 from __future__ import annotations
 
-import warnings
+import shutil
+import tempfile
 from collections import defaultdict
+from pathlib import Path
 
-import pytest
-
-from .reporting import is_worker, session_run_id
+from .cache import ArrayCache
+from .evaluation import EVIDENCE_VERSION
+from .evidence import accuracy_vs_eps_png
+from .mlflow_search import equals, search_runs
 
 PLOT_DIR = "fgm_accuracy_vs_eps"
 
@@ -42,18 +45,9 @@ def write_sweep_plots(client, session_run: str, cache=None) -> list[str]:
 
     With ``cache`` (an ``ArrayCache``) a plot of the very same points is drawn once and reused.
     """
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    from .cache import ArrayCache
-    from .evaluation import EVIDENCE_VERSION
-    from .evidence import accuracy_vs_eps_png
-
     cache = cache or ArrayCache(Path(tempfile.gettempdir()), "off")
     experiment_id = client.get_run(session_run).info.experiment_id
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{session_run}'",
-                              max_results=50000)
+    runs = search_runs(client, [experiment_id], equals("tags", "mlflow.parentRunId", session_run))
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / PLOT_DIR
@@ -70,29 +64,3 @@ def write_sweep_plots(client, session_run: str, cache=None) -> list[str]:
         if written:
             client.log_artifacts(session_run, str(folder), PLOT_DIR)
     return written
-
-
-@pytest.hookimpl
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Runs before reporting's (trylast) closes the session run."""
-    config = session.config
-    if is_worker(config):
-        return
-    run_id = session_run_id(config)
-    if run_id is None:
-        return
-    from mlflow.tracking import MlflowClient
-
-    from .cache import ArrayCache
-    from .plugin import settings_of
-
-    from .server_health import GuardedClient, TrackingUnavailable
-
-    settings = settings_of(config)
-    try:
-        write_sweep_plots(GuardedClient(MlflowClient(settings.mlflow_uri), settings.mlflow_timeout), run_id,
-                          ArrayCache(settings.cache_dir / "arrays", settings.cache_mode))
-    except TrackingUnavailable:
-        pass  # the server is gone: the session run's own line says so
-    except Exception as exc:  # noqa: BLE001 - a missing plot must not turn a green session red
-        warnings.warn(f"pytest-robustness: FGM sweep plots not written: {exc}", stacklevel=1)

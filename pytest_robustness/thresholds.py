@@ -32,17 +32,23 @@ times that metric of the same cell). For each metric the most specific matching 
 
 from __future__ import annotations
 
+import logging
 import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .architectures import ARCHITECTURES as BUILTIN_ARCHITECTURES
+from .attacks import ATTACKS as BUILTIN_ATTACKS
+from .defenses import DEFENSES as BUILTIN_DEFENSES
+from .defenses import THREAT_MODELS
 from .errors import RobustnessUsageError
+from .metric_names import KNOWN_METRICS
+from .metrics import DISTANCE_METRICS
 from .statistics import PROPORTIONS, wilson_interval
 
 SELECTORS = ("attack", "params", "defense", "threat_model", "architecture", "source_architecture")
-THREAT_MODELS = ("oblivious", "adaptive")
 
 
 @dataclass(frozen=True)
@@ -170,8 +176,6 @@ def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound],
     A missing or NaN metric is a violation. A bound with a confidence level is checked
     on the metric's Wilson interval over ``sizes[metric]`` images.
     """
-    import logging
-
     from mlflow.models import MetricThreshold
     from mlflow.models.evaluation import EvaluationResult
     from mlflow.models.evaluation.validation import ModelValidationFailedException, validate_evaluation_results
@@ -188,8 +192,10 @@ def check_bounds(values: Mapping[str, float], bounds: Iterable[Bound],
         checked = bound.interval_end(float(actual), n) if bound.confidence is not None and n else float(actual)
         threshold = MetricThreshold(threshold=bound.value, greater_is_better=bound.op == ">=")
         try:
-            validate_evaluation_results({bound.metric: threshold},
-                                        EvaluationResult({bound.metric: checked}, {}, run_id="robustness"))
+            # by keyword: the positional order changed between MLflow 2 and 3
+            validate_evaluation_results(
+                validation_thresholds={bound.metric: threshold},
+                candidate_result=EvaluationResult({bound.metric: checked}, {}, run_id="robustness"))
         except ModelValidationFailedException:
             failures.append(bound.describe_interval(float(actual), n) if bound.confidence is not None and n
                             else bound.describe(float(actual)))
@@ -232,19 +238,14 @@ def _read(path: Path) -> dict:
 
 
 def known_metrics() -> list[str]:
-    from .evaluation import KNOWN_METRICS
-
     return list(KNOWN_METRICS)
 
 
 def _entry(where: Path, number: int, item: Any, registry: Any = None, architectures: tuple[str, ...] = ()) -> Entry:
-    if registry is not None:
+    if registry is not None:  # the session's registry (built-ins and registered extensions)
         ATTACKS, DEFENSES, ARCHITECTURES = registry.attacks, registry.defenses, registry.architectures  # noqa: N806
     else:
-        from .architectures import ARCHITECTURES
-        from .attacks import ATTACKS
-        from .defenses import DEFENSES
-
+        ATTACKS, DEFENSES, ARCHITECTURES = BUILTIN_ATTACKS, BUILTIN_DEFENSES, BUILTIN_ARCHITECTURES  # noqa: N806
     label = f"{where}: thresholds entry {number}"
     if not isinstance(item, dict):
         raise RobustnessUsageError(f"{label}: expected a table")
@@ -295,8 +296,6 @@ def _entry(where: Path, number: int, item: Any, registry: Any = None, architectu
 
 def metric_range(metric: str) -> tuple[float, float]:
     """The values a metric can take: a bound outside them can never be met (or always is)."""
-    from .metrics import DISTANCE_METRICS
-
     if metric in ("accuracy_gain", "clean_accuracy_gain"):
         return -1.0, 1.0
     if metric == "patched_count":

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .server_health import GuardedClient, TrackingFault, TrackingUnavailable
+from .orphans import close_orphaned_runs, owner_tag
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -122,8 +123,6 @@ class Tracker:
         """The session's run, owned by ``owner_pid`` (the process that will close it; default this one).
 
         First closes the runs that dead processes on this machine left RUNNING (see ``orphans``)."""
-        from .orphans import close_orphaned_runs, owner_tag
-
         close_orphaned_runs(self.client, self.ensure_experiment())
         run = self.client.create_run(self.ensure_experiment(), run_name=name, tags={**tags, **owner_tag(owner_pid)})
         self.session_run_id = run.info.run_id
@@ -142,8 +141,6 @@ class Tracker:
         (several workers, and several machines sharing a tracking server, log into one session).
 
         ``buffered``: everything logged to it is written when it ends (see the module's doc)."""
-        from .orphans import owner_tag
-
         all_tags = {**(tags or {}), RUN_NAME_TAG: name, WORKER_TAG: process_label(), HOST_TAG: socket.gethostname(),
                     **owner_tag()}
         if self.session_run_id:

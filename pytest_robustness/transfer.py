@@ -7,6 +7,7 @@
   logged to MLflow (xdist workers each ran a part) and logs, per attack setting, a heatmap
   (rows source, columns target, cells adversarial accuracy) and a CSV to the session run,
   as ``transfer_matrix/<setting>.png`` and ``.csv``; the terminal summary shows the same tables.
+  (``RobustnessPlugin.finish`` calls ``write_transfer_matrix`` after the sweep plots.)
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import csv
 import io
 import shutil
 import tempfile
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,13 +24,11 @@ import pytest
 
 from .architectures import get_architecture, known_architectures
 from .cache import ArrayCache
-from .plugin import settings_of
-from .reporting import is_worker, session_run_id
+from .mlflow_search import equals, search_runs
 from .transfer_cells import SETTING_TAG, SOURCE_TAG
 
 SOURCE_ARGNAME = "source_architecture"
 MATRIX_DIR = "transfer_matrix"
-LINES_KEY = pytest.StashKey[list]()
 
 
 # -- parametrisation -----------------------------------------------------------------------------
@@ -46,12 +44,10 @@ def transfer_pairs(names) -> list:
     return params
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Before the suite's own ``parametrize``, so the pair leads the id (plugin.py leaves these tests to us)."""
-    if SOURCE_ARGNAME not in metafunc.fixturenames or "architecture" not in metafunc.fixturenames:
-        return
-    metafunc.parametrize([SOURCE_ARGNAME, "architecture"], transfer_pairs(settings_of(metafunc.config).architectures))
+def is_transfer_test(fixturenames) -> bool:
+    """A test of (source, target) pairs: ``RobustnessPlugin.pytest_generate_tests`` parametrises it with
+    ``transfer_pairs``, before the suite's own ``parametrize``, so the pair leads the id."""
+    return SOURCE_ARGNAME in fixturenames and "architecture" in fixturenames
 
 
 # -- the matrix ----------------------------------------------------------------------------------
@@ -133,8 +129,7 @@ def write_transfer_matrix(client, session_run: str, cache=None) -> list[str]:
     """
     cache = cache or ArrayCache(Path(tempfile.gettempdir()), "off")
     experiment_id = client.get_run(session_run).info.experiment_id
-    runs = client.search_runs([experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{session_run}'",
-                              max_results=50000)
+    runs = search_runs(client, [experiment_id], equals("tags", "mlflow.parentRunId", session_run))
     cells = matrix_cells(runs)
     lines: list[str] = []
     if not cells:
@@ -151,36 +146,3 @@ def write_transfer_matrix(client, session_run: str, cache=None) -> list[str]:
             lines += matrix_lines(setting, grid)
         client.log_artifacts(session_run, str(folder), MATRIX_DIR)
     return lines
-
-
-@pytest.hookimpl
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    """Controller, before reporting's (trylast) closes the session run."""
-    config = session.config
-    if is_worker(config):
-        return
-    run_id = session_run_id(config)
-    if run_id is None:
-        return
-    from mlflow.tracking import MlflowClient
-
-    from .server_health import GuardedClient, TrackingUnavailable
-
-    settings = settings_of(config)
-    try:
-        config.stash[LINES_KEY] = write_transfer_matrix(
-            GuardedClient(MlflowClient(settings.mlflow_uri), settings.mlflow_timeout), run_id,
-            ArrayCache(settings.cache_dir / "arrays", settings.cache_mode))
-    except TrackingUnavailable:
-        pass  # the server is gone: the session run's own line says so
-    except Exception as exc:  # noqa: BLE001 - a missing picture must not turn a green session red
-        warnings.warn(f"pytest-robustness: transfer matrix not written: {exc}", stacklevel=1)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    lines = config.stash.get(LINES_KEY, None)
-    if not lines:
-        return
-    terminalreporter.write_sep("-", "transfer matrix")
-    for line in lines:
-        terminalreporter.write_line(line)

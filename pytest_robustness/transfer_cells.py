@@ -20,6 +20,7 @@ from .adversarial_sets import read_run_examples
 from .attacks import Deployed, get_attack
 from .datasets import content_digest
 from .errors import RobustnessUsageError
+from .mlflow_search import all_of, equals, search_runs
 from .params import case_id
 from .session import BASELINE
 
@@ -137,16 +138,16 @@ class TransferCell:
 
         tracker, uri = self.session.tracker, self.registered_model(BASELINE).uri
         x, y = self.eval_set()
-        runs = tracker.client.search_runs(
-            [tracker.ensure_experiment()], f"tags.`robustness.cell_model` = '{uri}' and params.attack = '{spec.name}'",
-            order_by=["attributes.start_time DESC"], max_results=100)
+        runs = search_runs(tracker.client, [tracker.ensure_experiment()],
+                           all_of(equals("tags", "robustness.cell_model", uri), equals("params", "attack", spec.name)),
+                           order_by=["attributes.start_time DESC"])
         for run in runs:
             logged = {k[len(spec.name) + 1:]: v for k, v in run.data.params.items() if k.startswith(f"{spec.name}.")}
             if any(_param_text(value) != logged.get(k) for k, value in resolved.items()):
                 continue
             params = {**{k: _parsed(v) for k, v in logged.items()}, **resolved}  # extras (patch_target) parsed
             key = self.session.cache.key("cell", spec.name, sorted(params.items()), "none", [], "", self.dataset.digest,
-                                         self.seed, len(x), self.architecture)
+                                         self.seed, len(x), self.architecture, self.session.settings.attack_backend)
             if run.data.tags.get("robustness.cell_key") != key or run.data.tags.get("robustness.cell_prefix", ""):
                 continue
             try:

@@ -1,4 +1,4 @@
-"""``--gpu``: gpu-marked tests are skipped without it; without a GPU it fails at start-up."""
+"""``--gpu``: gpu-marked robustness tests are skipped without it; without a GPU it fails at start-up."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ HAS_GPU = bool(tf.config.list_physical_devices("GPU"))
 
 GPU_SUITE = '''
 import pytest
+
+pytestmark = pytest.mark.robustness  # a robustness suite: other projects' gpu marks are theirs
 
 @pytest.mark.gpu
 def test_on_gpu():

@@ -51,6 +51,7 @@ def test_markers_are_registered(pytester):
     result = pytester.runpytest("--markers")
     assert result.ret == 0
     result.stdout.fnmatch_lines([
+        "@pytest.mark.robustness: a robustness suite*",
         "@pytest.mark.fgm: Fast Gradient Method evasion attack cells",
         "@pytest.mark.gpu: needs a GPU: skipped unless --gpu",
         "@pytest.mark.slow: slow on CPU*",
@@ -130,6 +131,8 @@ def test_architecture_fixture_parametrises_with_markers(pytester):
     ''')
     pytester.makepyfile('''
         import pytest
+
+        pytestmark = pytest.mark.robustness  # a robustness suite (a test using our fixtures is one too)
 
         @pytest.mark.parametrize("eps", [0.1, 0.3])
         def test_cell(architecture, eps):

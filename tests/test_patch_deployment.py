@@ -71,3 +71,13 @@ def test_grey_patch_on_colour_images_and_mask_shape():
     assert out.x.shape == x.shape
     mask = circular_mask(9)
     assert mask[4, 4] == 1.0 and mask[0, 0] == 0.0
+
+
+def test_patches_of_the_wrong_channel_count_are_a_usage_error():
+    import pytest
+
+    from pytest_robustness.errors import RobustnessUsageError
+
+    patches = np.zeros((1, 4, 4, 2), dtype=np.float32)
+    with pytest.raises(RobustnessUsageError, match="patches with 2 channels cannot go on 3-channel images"):
+        deploy_patches(patches, images(4, channels=3), params(), seed=0)

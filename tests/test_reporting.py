@@ -66,6 +66,22 @@ def test_explicit_xunit2_keeps_properties_at_suite_level(pytester, trained_store
     assert set(suite.attrib) <= {"name", "errors", "failures", "skipped", "tests", "time", "timestamp", "hostname"}
 
 
+def test_explicit_xunit2_still_gates_summarises_and_promotes(pytester, trained_store):
+    """The gate reads each report's properties before they move to the suite level."""
+    pytester.makepyfile(test_suite=FGM_SUITE)
+    result = run_robustness(pytester, "--junitxml", "report.xml", "-o", "junit_family=xunit2",
+                            "--promote", "xunit2_gate", store=trained_store)
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines(["*robustness summary*", "shallow_net: adversarial accuracy*",
+                                 "  fgm linf-eps0.1 *0.*", f"promoted models:/{MODEL_NAME}/1 -> @xunit2_gate"])
+    version = trained_store.client.get_model_version_by_alias(MODEL_NAME, "xunit2_gate")
+    assert str(version.version) == "1" and version.tags["robustness.verdict"] == "passed"
+    names = {a.path for a in trained_store.client.list_artifacts(session_run_id(result))}
+    assert {"robustness_summary.csv", "robustness_summary.html", "report.xml"} <= names
+    suite, cases = junit_cases(pytester.path / "report.xml")
+    assert all(case.find("properties") is None for case in cases.values())
+
+
 def test_mlflow_session_run_with_one_nested_run_per_test(reported, tmp_path):
     result, _, store = reported
     session_id = session_run_id(result)

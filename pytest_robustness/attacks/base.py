@@ -73,6 +73,9 @@ class AttackSpec:
     constraints: tuple[Constraint, ...] = ()
     # Which images the generator learns from: "eval" (the attacked images) or "train".
     generate_on: str = "eval"
+    # Code version of each backend's generator (default 1): bump it when what the backend
+    # produces changes (a kernel fix, a new ART workaround): it keys the cache.
+    versions: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def schema(self) -> dict[str, Param]:
@@ -85,6 +88,11 @@ class AttackSpec:
     def generation_params(self, resolved: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters that determine what the generator produces (the memo/cache key)."""
         return {name: resolved[name] for name in self.params}
+
+    def code_version(self, backend: str) -> str:
+        """What produced the examples for ``backend``: the generator that runs and its version."""
+        runs = backend if backend in self.backends else "art"
+        return f"{self.name}/{runs}/{self.versions.get(runs, 1)}"
 
     def generator(self, backend: str) -> Generator:
         if backend not in self.backends:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 from typing import Any, Mapping
 
 import numpy as np
@@ -89,8 +90,6 @@ def _art_patch_class():
     same calls to numpy's RNG, in the same order) and fills outside the patch
     with zeros, as the transformation means.
     """
-    import math
-
     import tensorflow as tf
     from art.attacks.evasion.adversarial_patch.adversarial_patch_tensorflow import AdversarialPatchTensorFlowV2
 
@@ -172,4 +171,5 @@ PATCH = define_attack(
     compiled=compiled_patch if importlib.util.find_spec(f"{__package__}.compiled") is not None else None,
     doc="ART AdversarialPatch: a universal targeted patch, deployed onto the evaluation images",
     deploy_params=DEPLOY_PARAMS, deploy=deploy_patches, constraints=(_scale_order,), generate_on="train",
+    versions={"art": 1, "compiled": 1},  # bump with a change to what a backend produces (the zero-fill override)
 )
