@@ -27,6 +27,8 @@ from .errors import RobustnessUsageError
 from .mlflow_search import versions_of
 from .model_loading import SIGNATURE_TAG, decode_signature, encode_signature, load_registered_keras, model_signature
 from .model_uris import MODEL_URI_PATTERN, parse_model_uri  # noqa: F401  (re-exported)
+from .server_health import health
+from .training_claims import training_claim
 
 DIGEST_TAG = "robustness.training_digest"
 # Weights and layer structure (its predecessor, robustness.weights_digest, hashed the weights only:
@@ -177,8 +179,6 @@ def load_registered(client, name: str, version: str, prepare: Callable[[], Any] 
         tags = dict(client.get_model_version(name, str(version)).tags)
 
     def load():
-        from .server_health import health
-
         prepare()
         with health(client.tracking_uri).guard(f"could not load models:/{name}/{version}"):
             model, needs_code = load_registered_keras(client.tracking_uri, name, str(version), trust_code)
@@ -220,8 +220,6 @@ def find_or_train(
     runs inside the lock, so parallel workers never train the same model twice, and
     inside a claim in the registry (``training_claims``), so machines sharing it never do.
     """
-    from .training_claims import training_claim
-
     lock_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_dir / f"{name}-{digest}.lock")), \
             training_claim(client, name, digest, lambda: find_version(client, name, digest)) as existing:

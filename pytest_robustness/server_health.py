@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 import pytest
+import requests
 
 from .errors import RobustnessUsageError
 
@@ -65,7 +66,6 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def transport_failure(exc: BaseException) -> str | None:
     """'connection refused', 'timed out', ... when ``exc`` (or what caused it) is the server not
     answering; None for anything else (an answer the server gave, a local error)."""
-    import requests
 
     for link in _chain(exc):
         if isinstance(link, requests.exceptions.RetryError):

@@ -25,7 +25,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pytest_robustness"
 LAYERS = {
     "base": {"errors", "params", "metrics", "training", "classifiers", "keras_layers", "evidence",
              "versions", "model_uris", "mlflow_search", "progress", "hookspecs", "registry_scope", "statistics",
-             "model_adapter", "model_loading"},
+             "model_adapter", "model_loading", "server_health"},
     "registries": {"architectures", "attacks", "attacks.base", "attacks.fgm", "attacks.patch", "attacks.compiled",
                    "attacks.defense_kernels", "attacks.adversarial_training", "patch_deployment", "defenses", "datasets",
                    "data_checks", "image_folders", "recipes", "attacks.define", "attacks.carlini", "attacks.deepfool",
@@ -33,7 +33,7 @@ LAYERS = {
                    "cache"},  # the content-addressed store: settings' start-up data check asks it what is cached
     "options": {"settings", "model_settings", "thresholds"},
     "engine": {"tracking", "orphans", "model_registry", "model_checks", "model_files", "devices", "session",
-               "adversarial_sets"},
+               "adversarial_sets", "training_claims"},
     "cell API": {"evaluation", "transfer_cells", "masking", "patch_control", "randomised", "grid", ""},  # "" is the package itself: the suites' API (attack_cases ...)
     "pytest glue": {"plugin", "robustness_plugin", "scope", "junit", "fixtures", "reporting", "gating", "sweeps",
                     "ordering", "transfer"},
