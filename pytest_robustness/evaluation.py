@@ -527,9 +527,8 @@ class Robustness(TransferCell):
         n = min(masking.PROBE_IMAGES, len(result.x_clean))
         x, y = result.x_clean[:n], result.y_true[:n]
 
-        def model():
-            self.session.tensorflow()
-            return self.registered_model(recipe).model
+        def model():  # the classifier's logits model: the compiled kernels' loss is on logits
+            return self.session.classifier(self.architecture, recipe).model
 
         probe = masking.Probe(self._score_memo(recipe, defence_key),
                               classifier or self.session.lazy_classifier(self.architecture, recipe), model, x, y,

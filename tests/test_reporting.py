@@ -104,7 +104,7 @@ def test_mlflow_session_run_with_one_nested_run_per_test(reported, tmp_path):
         assert run.data.params["model_uri"] == f"models:/{MODEL_NAME}/1"
         assert run.data.params["attack"] == "fgm" and run.data.params["architecture"] == "shallow_net"
         artifacts = {a.path for a in store.client.list_artifacts(run.info.run_id)}
-        assert artifacts == {"adversarial_examples.npz", "distance_metrics.csv", "samples.png"}
+        assert artifacts == {"adversarial_examples.npz", "distance_metrics.csv", "samples.png", "correctness.npz"}
     params = tests["test_suite.py::test_fgm[shallow_net-l2-eps1.5-minimal]"].data.params
     assert (params["fgm.norm"], params["fgm.eps"], params["fgm.eps_step"], params["fgm.minimal"],
             params["fgm.batch_size"]) == ("2", "1.5", "0.5", "true", "32")
