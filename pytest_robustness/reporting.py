@@ -56,6 +56,7 @@ def open_session(config: pytest.Config, settings: Settings, token: str, threshol
             pytest.fail(str(exc), pytrace=False)
         pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     mlflow.set_tracking_uri(settings.mlflow_uri)
+    tracking.prepare_sqlite_store(settings.mlflow_uri)  # xdist workers must not migrate a new database at once
     tracker = tracking.Tracker(settings.mlflow_uri, settings.experiment, settings.mlflow_timeout)
     _attach_session_run(config, tracker, settings, token)
     session = RobustnessSession(settings, tracker, "/CPU:0", thresholds, terminal_progress(config))
@@ -140,8 +141,8 @@ def reuse_summary(client, settings: Settings, session_run_id: str) -> str:
     reused = sum(1 for e in examples if e in ("cache", "memory", "mlflow"))
     return (f"models: {trained} trained, {max(len(models) - trained, 0)} reused from the registry; "
             f"attack examples: {len(examples) - reused} computed, {reused} reused "
-            f"({examples.count('cache')} from the cache, {examples.count('memory')} shared in-session, "
-            f"{examples.count('mlflow')} read back from MLflow runs)")
+            f"({examples.count('cache')} from the cache, {examples.count('memory')} shared in-session"
+            + (f", {examples.count('mlflow')} read back from MLflow runs)" if "mlflow" in examples else ")"))
 
 
 def session_lines(settings: Settings, run_id: str, reuse: str) -> list[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -33,8 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from .server_health import GuardedClient, TrackingFault, TrackingUnavailable
+from filelock import FileLock
+
 from .orphans import close_orphaned_runs, owner_tag
+from .server_health import GuardedClient, TrackingFault, TrackingUnavailable
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -312,3 +315,21 @@ def process_label() -> str:
     """``gw0``, ``gw1``, ... under pytest-xdist, ``main`` otherwise."""
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
 
+
+
+def prepare_sqlite_store(tracking_uri: str) -> None:
+    """Create (or migrate) a ``sqlite:///`` store under a lock before any client of this process uses it.
+
+    MLflow creates and migrates a sqlite database the first time a client opens it; two xdist workers
+    opening a new database at once race in that migration (alembic's ``_alembic_tmp_*`` tables) and
+    leave it broken. Other stores are left to MLflow.
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
+        return
+    from mlflow.tracking import MlflowClient
+
+    db = Path(tracking_uri[len(prefix):]).resolve()
+    digest = hashlib.sha256(str(db).encode()).hexdigest()[:16]
+    with FileLock(str(Path(tempfile.gettempdir()) / f"robustness-sqlite-{digest}.lock")):
+        MlflowClient(tracking_uri).search_experiments(max_results=1)

@@ -256,3 +256,16 @@ def test_jobs_racing_to_create_the_experiment_share_it(tracking_server):
         thread.join(60)
     assert not errors
     assert len(ids) == jobs and set(ids) == {MlflowClient(tracking_server).get_experiment_by_name("race").experiment_id}
+
+
+
+def test_two_workers_share_a_new_sqlite_store(pytester: pytest.Pytester, tmp_path: Path):
+    """Two xdist workers opening a brand-new sqlite store at once used to race in MLflow's migration
+    (alembic's ``_alembic_tmp_*`` tables) and leave the database broken."""
+    pytester.makepyfile(test_fgm_suite=SUITE)
+    db = tmp_path / "fresh" / "mlflow.db"
+    db.parent.mkdir()
+    result = pytester.runpytest_subprocess("-n", "2", "--mlflow-uri", f"sqlite:///{db}", *SUITE_ARGS)
+    result.assert_outcomes(passed=CASES)
+    versions = MlflowClient(f"sqlite:///{db}").search_model_versions(f"name = '{MODEL_NAME}'")
+    assert len(versions) == 1
