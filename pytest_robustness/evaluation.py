@@ -268,10 +268,11 @@ class Robustness(TransferCell):
         self.session.tracker.log_params(self.ensure_run(), params)
 
     # -- attacks ---------------------------------------------------------------------------
-    def attack(self, name: str, recipe: str = "", **params: Any) -> AttackResult:
-        """Run (or reuse) attack ``name`` on this test's model and log the cell."""
+    def attack(self, name: str, recipe: str = "", *, max_samples: int | None = None, **params: Any) -> AttackResult:
+        """Run (or reuse) attack ``name`` on this test's model and log the cell. ``max_samples`` caps the
+        attacked images for an attack too slow for the whole set (an explicit ``--samples`` wins)."""
         spec = get_attack(name)
-        result = self._craft(spec, spec.resolve(params), recipe=recipe)
+        result = self._craft(spec, spec.resolve(params), recipe=recipe, max_samples=max_samples)
         self.log_result(result)
         return result
 
@@ -282,10 +283,12 @@ class Robustness(TransferCell):
         return self._craft(spec, spec.resolve(params), recipe=recipe)
 
     def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
-               defence_key: str = "", attack_model=None) -> AttackResult:
+               defence_key: str = "", attack_model=None, max_samples: int | None = None) -> AttackResult:
         """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored
         by ``classifier`` (default: the recipe's undefended classifier), which they were crafted on."""
         x, y = self.eval_set()
+        if max_samples and not self.session.settings.samples:
+            x, y = x[:max_samples], y[:max_samples]
         source = self.dataset.x_train if spec.generate_on == "train" else x
         with self.timed("craft_adaptive" if defence_key or recipe else "craft"):
             run = self.session.attack_run(self.architecture, spec.name, resolved, source, recipe=recipe,
