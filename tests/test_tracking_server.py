@@ -8,26 +8,21 @@ serially, with the example cache off, and must give the same numbers per test.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Iterator
 
 # Imported here, not in the tests: pytester drops modules first imported during a test, and
 # numpy/scipy extension modules cannot be loaded twice in one process.
 import mlflow.artifacts
 import numpy as np
 import pytest
-import requests
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
+from mlflow_server import MlflowServer, mlflow_executable
 from pytest_robustness.tracking import Tracker
 
 SUITE = """
@@ -46,35 +41,6 @@ EXPERIMENT = "mnist"
 MODEL_NAME = "mnist_shallow_net"
 SUITE_ARGS = ("--architecture", "shallow_net", "--train", "epochs=1", "--train", "samples=600", "--samples", "100",
               "-p", "no:randomly", "-p", "no:cacheprovider")
-SERVER_START_S = 60
-
-
-def _mlflow_executable() -> str | None:
-    beside_python = Path(sys.executable).with_name("mlflow")
-    return str(beside_python) if beside_python.is_file() else shutil.which("mlflow")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group (it forks uvicorn and a job runner), then SIGKILL what is left."""
-    group = process.pid  # start_new_session: the leader's pid is the group id
-    try:
-        os.killpg(group, signal.SIGTERM)
-        process.wait(15)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(group, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(5)
-
-
 @pytest.fixture(scope="module")
 def server_root(tmp_path_factory) -> Path:
     """The server's own folder: its sqlite store, its artifact store and its log."""
@@ -82,40 +48,15 @@ def server_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tracking_server(server_root: Path) -> str:
+def tracking_server(server_root: Path) -> Iterator[str]:
     """A real ``mlflow server`` on 127.0.0.1; yields its URL and always stops it."""
-    executable = _mlflow_executable()
-    if executable is None:
+    if mlflow_executable() is None:
         pytest.skip("the `mlflow` executable is not on PATH nor beside this Python")
-    root = server_root
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = open(root / "server.log", "wb")
-    process = subprocess.Popen(
-        [executable, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-         "--serve-artifacts", "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
-    )
+    server = MlflowServer(server_root).start()
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited with {process.returncode}:\n{(root / 'server.log').read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not healthy after {SERVER_START_S} s:\n"
-                            f"{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
+        yield server.url
     finally:
-        _stop(process)
-        log.close()
+        server.stop()
 
 
 def _snapshot(client: MlflowClient) -> dict:
