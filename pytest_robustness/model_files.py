@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from .mlflow_search import versions_of
 from .model_loading import SIGNATURE_TAG, encode_signature, file_digest, load_keras_file, model_signature
-from .model_registry import PIP_REQUIREMENTS, WEIGHTS_TAG, RegisteredModel, registered_model_name, weights_digest
+from .model_registry import (PIP_REQUIREMENTS, WEIGHTS_TAG, RegisteredModel, find_version, registered_model_name,
+                             weights_digest)
 from filelock import FileLock
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def register_model_file(session: "RobustnessSession", architecture: str) -> Regi
     lock_dir = session.settings.cache_dir / "locks"
     lock_dir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock_dir / f"{name}-{digest}.lock")):
-        existing = _find_by_weights(client, name, digest)
+        existing = find_version(client, name, digest, WEIGHTS_TAG)
         if existing is not None:
             log.info("--model-file %s: weights already registered as models:/%s/%s", path, name, existing.version)
             return RegisteredModel(name, str(existing.version), model, weights_digest=digest,
@@ -48,17 +48,6 @@ def register_model_file(session: "RobustnessSession", architecture: str) -> Regi
         for key, value in tags.items():
             client.set_model_version_tag(name, str(version), key, value)
     return RegisteredModel(name, str(version), model, weights_digest=digest, trained_now=True, training_run_id=run_id)
-
-
-def _find_by_weights(client, name: str, digest: str):
-    from mlflow.exceptions import MlflowException
-
-    try:
-        versions = versions_of(client, name)
-    except MlflowException:
-        return None
-    matching = [v for v in versions if v.tags.get(WEIGHTS_TAG) == digest and v.status == "READY"]
-    return max(matching, key=lambda v: int(v.version), default=None)
 
 
 def _log(session: "RobustnessSession", name: str, model, path) -> tuple[str, str]:

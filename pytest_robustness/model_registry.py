@@ -193,14 +193,16 @@ def load_registered(client, name: str, version: str, prepare: Callable[[], Any] 
     return found
 
 
-def find_version(client, name: str, digest: str):
+def find_version(client, name: str, digest: str, tag: str = DIGEST_TAG):
+    """The newest READY version of ``name`` whose ``tag`` is ``digest`` (a training digest by default;
+    ``WEIGHTS_TAG`` finds the version of given weights), or None."""
     from mlflow.exceptions import MlflowException
 
     try:
         versions = versions_of(client, name)
     except MlflowException:
         return None
-    matching = [v for v in versions if v.tags.get(DIGEST_TAG) == digest and v.status == "READY"]
+    matching = [v for v in versions if v.tags.get(tag) == digest and v.status == "READY"]
     return max(matching, key=lambda v: int(v.version), default=None)
 
 
