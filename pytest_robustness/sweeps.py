@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .cache import ArrayCache
-from .evaluation import EVIDENCE_VERSION
+from .cell_artifacts import EVIDENCE_VERSION
 from .evidence import accuracy_vs_eps_png
 from .mlflow_search import equals, search_runs
 

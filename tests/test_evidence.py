@@ -40,7 +40,7 @@ def test_accuracy_vs_eps_plot():
 def test_sample_grid_captions_use_class_names_and_fit_them():
     from types import SimpleNamespace
 
-    from pytest_robustness.evaluation import sample_columns
+    from pytest_robustness.cell_artifacts import sample_columns
 
     x = np.zeros((3, 8, 8, 3), np.float32)
     result = SimpleNamespace(modified=np.array([True, False, True]), source_index=np.arange(3), x_clean=x,
