@@ -32,11 +32,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .datasets import content_digest
-from .statistics import wilson_interval
-from .session import unwrap
-from .session import predict_in_batches
 from .attacks.base import seed_everything
+from .datasets import content_digest
+from .predictors import predict_in_batches, unwrap
+from .statistics import wilson_interval
 
 MODES = ("fail", "warn", "off")
 PROBE_VERSION = 1
@@ -117,9 +116,9 @@ class Probe:
     def fgm(self, eps: float) -> float:
         def compute():
             if self.compiled:
-                from .attacks import compiled
+                from .attacks import fgm_kernel
 
-                x_adv = compiled.fgm(self.model(), self.x, eps=eps, eps_step=eps, norm="inf", y=self.y)
+                x_adv = fgm_kernel.fgm(self.model(), self.x, eps=eps, eps_step=eps, norm="inf", y=self.y)
             else:
                 from art.attacks.evasion import FastGradientMethod
 
@@ -132,10 +131,10 @@ class Probe:
     def pgd(self, eps: float, eps_step: float) -> float:
         def compute():
             if self.compiled:
-                from .attacks import compiled
+                from .attacks import pgd_kernel
 
-                x_adv = compiled.pgd(self.model(), self.x, eps=eps, eps_step=eps_step, max_iter=PGD_STEPS, y=self.y,
-                                     seed=self.seed % (2**31))
+                x_adv = pgd_kernel.pgd(self.model(), self.x, eps=eps, eps_step=eps_step, max_iter=PGD_STEPS, y=self.y,
+                                       seed=self.seed % (2**31))
             else:
                 from art.attacks.evasion import ProjectedGradientDescent
 

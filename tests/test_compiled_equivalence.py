@@ -336,7 +336,7 @@ def test_kernels_are_cached_without_keeping_the_model_alive(mnist):
     model = shallow_net()
     compiled.fgm(model, x[:40], batch_size=16)
     compiled.fgm(model, x[:40], batch_size=16, eps=0.1)  # same config, new eps: same kernel
-    kernels = compiled._KERNELS[model]
+    kernels = compiled.KERNELS[model]
     assert len(kernels) == 1
     (kernel,) = kernels.values()
     assert kernel.experimental_get_tracing_count() == 1  # 16, 16, 8 rows: no retrace for the short batch

@@ -23,7 +23,8 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from .compiled import _loss_gradient, _pgd_direction, _project, _random_ball
+from .kernels import loss_gradient, project
+from .pgd_kernel import pgd_direction, random_ball
 
 __all__ = ["madry_pgd_fit"]
 
@@ -37,12 +38,12 @@ def _build_step(model, optimizer, loss_object, *, eps: float, eps_step: float, m
     @tf.function(reduce_retracing=True)
     def step(x, y, adv_rows, seed):
         xs, ys = tf.gather(x, adv_rows), tf.gather(y, adv_rows)
-        start = tf.clip_by_value(xs + _random_ball(seed, tf.shape(xs), eps, "inf"), lo, hi)
+        start = tf.clip_by_value(xs + random_ball(seed, tf.shape(xs), eps, "inf"), lo, hi)
 
         def body(i, x_adv):  # ProjectedGradientDescentTensorFlowV2._compute_tf, one iteration
-            grad, _ = _loss_gradient(model, x_adv, ys, nb_classes)
-            x_adv = tf.clip_by_value(x_adv + eps_step * _pgd_direction(grad, "inf"), lo, hi)
-            return i + 1, _project(x_adv - xs, eps, "inf") + xs
+            grad, _ = loss_gradient(model, x_adv, ys, nb_classes)
+            x_adv = tf.clip_by_value(x_adv + eps_step * pgd_direction(grad, "inf"), lo, hi)
+            return i + 1, project(x_adv - xs, eps, "inf") + xs
 
         _, x_adv = tf.while_loop(lambda i, _: i < max_iter, body, [tf.constant(0), start])
         mixed = tf.tensor_scatter_nd_update(x, adv_rows[:, None], x_adv)

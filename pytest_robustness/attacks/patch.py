@@ -14,7 +14,6 @@ it unseeded); the drawn class is logged as the ``patch.patch_target`` param.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import math
 from typing import Any, Mapping
 
@@ -149,12 +148,12 @@ def art_patch(classifier, model, x: np.ndarray, params: Mapping[str, Any], seed:
 
 
 def compiled_patch(classifier, model, x: np.ndarray, params: Mapping[str, Any], seed: int) -> AttackOutput:
-    from . import compiled
+    from . import patch_kernel
 
     goal = patch_target(params, seed, classifier.nb_classes)
     shape, draws = _shape_and_draws(seed, x, params)
     patches = [
-        compiled.generate_patch(
+        patch_kernel.generate_patch(
             model, x[idx], target=goal, learning_rate=params["learning_rate"], max_iter=params["max_iter"],
             rotation_max=params["rotation_max"], scale_min=params["scale_min"], scale_max=params["scale_max"],
             patch_shape=shape, batch_size=params["batch_size"], seed=seed + i,
@@ -167,8 +166,7 @@ def compiled_patch(classifier, model, x: np.ndarray, params: Mapping[str, Any], 
 
 PATCH = define_attack(
     "patch", PARAMS, art_patch,
-    # The compiled kernel may be absent (another branch): then ``generator`` falls back to ART.
-    compiled=compiled_patch if importlib.util.find_spec(f"{__package__}.compiled") is not None else None,
+    compiled=compiled_patch,
     doc="ART AdversarialPatch: a universal targeted patch, deployed onto the evaluation images",
     deploy_params=DEPLOY_PARAMS, deploy=deploy_patches, constraints=(_scale_order,), generate_on="train",
     versions={"art": 1, "compiled": 1},  # bump with a change to what a backend produces (the zero-fill override)

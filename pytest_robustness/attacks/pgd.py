@@ -2,7 +2,7 @@
 
 ``art`` is ART's ``ProjectedGradientDescent`` (the reference); ``compiled`` runs
 the same arithmetic as one batched ``tf.function`` per batch
-(:func:`pytest_robustness.attacks.compiled.pgd`). ``num_random_init`` > 0 starts
+(:func:`pytest_robustness.attacks.pgd_kernel.pgd`). ``num_random_init`` > 0 starts
 each restart at a random point of the ball; later restarts keep only the samples
 they flip (ART's rule). The compiled random starts come from TensorFlow's stateless
 RNG seeded with the session seed, not numpy's: equal in distribution, not in draws.
@@ -39,11 +39,11 @@ def art_pgd(classifier, model, x, params):
 
 
 def compiled_pgd(classifier, model, x, params, seed):
-    from . import compiled
+    from . import pgd_kernel
 
-    return compiled.pgd(model, x, eps=params["eps"], eps_step=params["eps_step"], max_iter=params["max_iter"],
-                        norm=params["norm"], batch_size=params["batch_size"], clip_values=classifier.clip_values,
-                        num_random_init=params["num_random_init"], seed=seed % (2**31))
+    return pgd_kernel.pgd(model, x, eps=params["eps"], eps_step=params["eps_step"], max_iter=params["max_iter"],
+                          norm=params["norm"], batch_size=params["batch_size"], clip_values=classifier.clip_values,
+                          num_random_init=params["num_random_init"], seed=seed % (2**31))
 
 
 PGD = define_attack("pgd", PARAMS, art_pgd, compiled=compiled_pgd,
