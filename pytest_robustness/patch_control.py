@@ -22,7 +22,7 @@ from . import metrics as m
 from .metric_names import CONTROL_METRICS  # noqa: F401  (re-exported: the names live with the other metrics')
 from .datasets import content_digest
 from .patch_deployment import paste, placements
-from .session import predict_in_batches
+from .predictors import predict_in_batches
 
 CONTROL_VERSION = 2
 

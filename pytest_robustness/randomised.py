@@ -20,7 +20,7 @@ import functools
 from typing import Any, Mapping
 
 import numpy as np
-from .session import predict_in_batches, unwrap
+from .predictors import predict_in_batches, unwrap
 
 EOT_PARAM = "eot_samples"
 

@@ -22,7 +22,7 @@ from .datasets import content_digest
 from .errors import RobustnessUsageError
 from .mlflow_search import all_of, equals, search_runs
 from .params import case_id
-from .session import BASELINE
+from .model_slots import BASELINE
 
 # Tags of a transfer cell's run: the session's matrix (transfer.py) is built from them.
 SETTING_TAG = "robustness.transfer_setting"  # e.g. "fgm linf-eps0.3": one heatmap per setting

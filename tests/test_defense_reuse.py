@@ -23,7 +23,7 @@ def test_jpeg_oblivious(robustness, architecture):
     jpeg = robustness.defend(fgm, "jpeg_compression", "oblivious")
     # Oblivious: the very same examples, not regenerated, through the defended classifier.
     assert jpeg.x_adv is fgm.x_adv and jpeg.run.key == fgm.run.key
-    key = next(k for (a, r, k) in robustness.session._classifiers if k.startswith("jpeg_compression"))
+    key = next(k for (a, r, k) in robustness.session.memo.keys("classifier") if k.startswith("jpeg_compression"))
     defended = robustness.session.classifier(architecture, defence_key=key)
     expected = float(np.mean(defended.predict(fgm.x_adv).argmax(1) == fgm.y_true))
     assert abs(jpeg.metrics["defended_accuracy"] - expected) < 1e-9
