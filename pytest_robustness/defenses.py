@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -53,7 +53,8 @@ class Defense:
     preprocessor: Callable[[Mapping[str, Any]], Any] | None = None
     # ... a training defense registers a training recipe and returns the recipe's name.
     recipe: Callable[[Mapping[str, Any]], str] | None = None
-    # A TensorFlow form of the preprocessor (x -> defended x) for compiled adaptive attacks, or
+    # For compiled adaptive attacks: a builder (no arguments) of the preprocessor's TensorFlow form
+    # (x -> defended x), called only when an attack needs it (a cached cell loads no TensorFlow), or
     # None where these parameters have none (the adaptive cell then runs ART's BPDA).
     compiled: Callable[[Mapping[str, Any]], Callable[[Any], Any] | None] | None = None
     constraints: tuple[Constraint, ...] = ()
@@ -136,12 +137,12 @@ def _compiled_spatial_smoothing(p):
     if not p["apply_predict"] or p["window_size"] % 2 == 0:
         return None
 
-    def smooth(x):
+    def build():
         from .attacks.defense_kernels import median_filter
 
-        return median_filter(x, p["window_size"], CLIP_VALUES)
+        return functools.partial(median_filter, window=p["window_size"], clip=CLIP_VALUES)
 
-    return smooth
+    return build
 
 
 def _jpeg_compression(p):
@@ -149,6 +150,34 @@ def _jpeg_compression(p):
 
     return JpegCompression(clip_values=CLIP_VALUES, quality=p["quality"], channels_first=p["channels_first"],
                            apply_fit=p["apply_fit"], apply_predict=p["apply_predict"], verbose=False)
+
+
+def _compiled_jpeg_compression(p):
+    """ART's own JPEG encoder, on the host inside the compiled kernel: bit-exact with the oblivious cells."""
+    if not p["apply_predict"] or p["channels_first"]:
+        return None
+
+    def build():
+        from .attacks.defense_kernels import host_defense
+
+        encoder = _jpeg_compression(p)
+        return lambda x: host_defense(x, lambda batch: encoder(batch)[0])
+
+    return build
+
+
+def _compiled_gaussian_augmentation(p):
+    """Gaussian noise from a seeded TensorFlow generator, its gradients averaged over ``eot_samples`` draws
+    (the same expectation as ART's, other random numbers: equal in distribution, not elementwise)."""
+    if not p["apply_predict"]:
+        return None
+
+    def build():
+        from .attacks.defense_kernels import GaussianNoise
+
+        return GaussianNoise(p["sigma"], CLIP_VALUES, p["eot_samples"])
+
+    return build
 
 
 def _gaussian_augmentation(p):
@@ -305,7 +334,8 @@ DEFENSES: dict[str, Defense] = {
             "quality": numeric(50, 1, 100, integer=True, id_prefix="q", doc="JPEG quality, 1 (worst) to 100 (best)"),
             "channels_first": flag(False, doc="Dioptra's parameter; images here are channels-last"),
             **APPLY,
-        }, preprocessor=_jpeg_compression, constraints=(_channels_last,), doc="ART JpegCompression"),
+        }, preprocessor=_jpeg_compression, compiled=_compiled_jpeg_compression, constraints=(_channels_last,),
+            doc="ART JpegCompression"),
         Defense("gaussian_augmentation", {
             # Dioptra's default sigma is 1, which on [0, 1] images is noise larger than
             # the signal; 0.1 is a perceptible but digit-preserving noise level here.
@@ -316,7 +346,8 @@ DEFENSES: dict[str, Defense] = {
             # Transformation) and defended accuracy is the mean of this many prediction draws.
             "eot_samples": numeric(8, 1, integer=True, id_prefix="eot", doc="noise draws per gradient and accuracy"),
             **APPLY,
-        }, preprocessor=_gaussian_augmentation, constraints=(_augmentation_only_on_fit,),
+        }, preprocessor=_gaussian_augmentation, compiled=_compiled_gaussian_augmentation,
+            constraints=(_augmentation_only_on_fit,),
             doc="ART GaussianAugmentation: Gaussian noise on the inputs"),
         Defense("pgd", PGD_PARAMS, recipe=pgd_recipe, constraints=(_eps_step_within_eps,),
                 doc="PGD adversarial training (ART AdversarialTrainer), registered as its own model"),
