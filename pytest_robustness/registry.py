@@ -130,21 +130,28 @@ class Registry:
 
     def add_defense(self, name: "str | Defense", params: Mapping[str, Param] | None = None, *,
                     preprocessor: Callable[[Mapping[str, Any]], Any] | None = None, train: Train | None = None,
+                    compiled: Callable[[Mapping[str, Any]], Any] | None = None,
                     constraints: tuple = (), doc: str = "") -> Defense:
         """Register a defense: either ``preprocessor(params)`` returning an ART preprocessor (attached
         to the classifier; ``apply_fit``/``apply_predict`` are added to its schema), or a training
         defense ``train(session, model, architecture, training, *, params)`` that trains ``model``
-        (compiled, fresh) and is registered as its own model, tagged with the defense's name."""
+        (compiled, fresh) and is registered as its own model, tagged with the defense's name.
+        A preprocessor may give ``compiled(params)``: None, or a builder (no arguments) of its TensorFlow
+        form ``x -> defended x``, which adaptive cells then attack with the compiled kernels (BPDA)."""
         where = _caller()
         if isinstance(name, Defense):
             defense = name
         else:
             if (preprocessor is None) == (train is None):
                 raise RobustnessUsageError(f"defense {name!r} ({where}): give exactly one of preprocessor= or train=")
+            if compiled is not None and preprocessor is None:
+                raise RobustnessUsageError(f"defense {name!r} ({where}): compiled= is the TensorFlow form of a "
+                                           "preprocessor; a training defense (train=) has none")
             schema = _check_schema(f"defense {name!r}", params, where)
             if preprocessor is not None:
                 defense = Defense(name, {**schema, **{k: v for k, v in APPLY.items() if k not in schema}},
-                                  preprocessor=preprocessor, constraints=tuple(constraints), doc=doc)
+                                  preprocessor=preprocessor, compiled=compiled, constraints=tuple(constraints),
+                                  doc=doc)
             else:
                 defaults = {k: p.default for k, p in schema.items()}
 

@@ -16,7 +16,8 @@ import pytest
 
 from helpers import session_run_id
 from pytest_robustness import registry_scope
-from pytest_robustness.registry import registry_of
+from pytest_robustness.errors import RobustnessUsageError
+from pytest_robustness.registry import Registry, registry_of
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "custom_attack"
@@ -202,3 +203,12 @@ def test_a_registered_dataset_is_selected_by_name(pytester):
     result = pytester.runpytest("--dataset", "stripez", *QUIET)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--dataset stripez: not a built-in dataset (mnist, stripes)*"])
+
+
+def test_a_defense_gives_its_tensorflow_form_for_compiled_adaptive_cells():
+    registry = Registry()
+    form = lambda params: (lambda: (lambda x: x))  # noqa: E731
+    defense = registry.add_defense("identity", params={}, preprocessor=lambda params: None, compiled=form)
+    assert defense.compiled is form and "apply_predict" in defense.params
+    with pytest.raises(RobustnessUsageError, match="compiled= is the TensorFlow form of a preprocessor"):
+        registry.add_defense("trained", params={}, train=lambda *a, **k: None, compiled=form)
