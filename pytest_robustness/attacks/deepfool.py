@@ -2,7 +2,8 @@
 
 A minimal-perturbation attack: it keeps going until the label flips, so its
 adversarial accuracy is near zero and its strength is read from the distances
-(``l_2_norm``): the smaller, the less robust the model.
+(``l_2_norm``): the smaller, the less robust the model. ``--attack-backend compiled`` runs
+``deepfool_kernel`` (ART's arithmetic, the loop inside one ``tf.function``; ``art`` is ART's class).
 """
 
 from __future__ import annotations
@@ -19,5 +20,16 @@ PARAMS = {
     "batch_size": numeric(32, 1, integer=True, doc="samples per batch"),
 }
 
+
+
+def compiled_deepfool(classifier, model, x, params):
+    from . import deepfool_kernel
+
+    return deepfool_kernel.deepfool(model, x, max_iter=params["max_iter"], epsilon=params["epsilon"],
+                                    nb_grads=params["nb_grads"], batch_size=params["batch_size"],
+                                    clip_values=classifier.clip_values)
+
+
 DEEPFOOL = define_attack("deepfool", PARAMS, art_attack("art.attacks.evasion.DeepFool", PARAMS, verbose=False),
+                         compiled=compiled_deepfool, versions={"art": 1, "compiled": 1},
                          doc="ART DeepFool; untargeted minimal perturbation")
