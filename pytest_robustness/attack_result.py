@@ -43,7 +43,8 @@ class AttackResult:
     log_prefix: str = ""  # the prefix its metrics were logged under in the test's run
     # How many images each proportion is over (for confidence intervals and confidence = floors).
     sample_sizes: dict[str, int] = field(default_factory=dict)
-    # What crafted the examples: (recipe, defence key, classifier or None for the undefended model).
+    # What crafted the examples: (recipe, defence key, classifier or None for the undefended model,
+    # the builder of the model behind the defense's compiled form or None).
     crafted_on: tuple | None = None
     # Transfer cells (examples crafted on another model): where the examples came from.
     source_architecture: str = ""

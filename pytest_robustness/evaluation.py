@@ -143,7 +143,7 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
                            deployed.x if deployed is not None else run.x_adv, scorer, run, deployed,
                            params.get("patch_target"), memo=self._score_memo(recipe, defence_key))
         result.architecture = self.architecture
-        result.crafted_on = (recipe, defence_key, classifier)
+        result.crafted_on = (recipe, defence_key, classifier, attack_model)
         if deployed is not None:
             with self.timed("score"):
                 self._add_control(result, spec, params, scorer, recipe, defence_key)
@@ -253,17 +253,22 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
         settings = self.session.settings
         if settings.gradient_masking == "off" or result.crafted_on is None:
             return ""
-        recipe, defence_key, classifier = result.crafted_on
+        recipe, defence_key, classifier, attack_model = result.crafted_on
         n = min(masking.PROBE_IMAGES, len(result.x_clean))
         x, y = result.x_clean[:n], result.y_true[:n]
 
-        def model():  # the classifier's logits model: the compiled kernels' loss is on logits
+        def model():  # logits (behind the defense's compiled form, if any): the kernels' loss is on logits
+            if attack_model is not None:
+                return attack_model()
             return self.session.classifier(self.architecture, recipe).model
 
+        # The compiled kernels where the cell's own attack could use them, else ART's classes (BPDA, EoT)
+        compiled = settings.attack_backend == "compiled" and (not defence_key or attack_model is not None)
         probe = masking.Probe(self._score_memo(recipe, defence_key),
                               classifier or self.session.lazy_classifier(self.architecture, recipe), model, x, y,
-                              self.seed, compiled=not defence_key)
-        values, findings = masking.assess(probe, masking.cell_eps(result.params))
+                              self.seed, compiled=compiled)
+        with self.timed("probe"):
+            values, findings = masking.assess(probe, masking.cell_eps(result.params))
         line = masking.verdict(findings)
         self.log_metrics(values, junit=False)
         self.session.tracker.set_tags(self.ensure_run(), {

@@ -38,7 +38,7 @@ from .predictors import predict_in_batches, unwrap
 from .statistics import wilson_interval
 
 MODES = ("fail", "warn", "off")
-PROBE_VERSION = 1
+PROBE_VERSION = 2  # 2: keyed by the kernels (compiled or ART's classes); defended probes compiled where they can be
 PROBE_IMAGES = 200
 REFERENCE_EPS = 0.3  # the probe's eps for cells that are not L-inf FGM/PGD
 LADDER = (0.1, 0.3, 1.0)
@@ -86,8 +86,15 @@ class Probe:
         """``model()`` loads the Keras model (only on a miss: a warm re-run loads nothing)."""
         self.memo, self.classifier, self.model, self.seed = memo, classifier, model, seed
         self.x, self.y = x, y
-        self.compiled = compiled  # no defences on the classifier: the compiled kernels apply
-        self.key = (PROBE_VERSION, content_digest(x), content_digest(y))
+        self.compiled = compiled  # the compiled kernels attack model() (a defense's compiled form, BPDA, EoT)
+        self.key = (PROBE_VERSION, "compiled" if compiled else "art", content_digest(x), content_digest(y))
+
+    def _kernel_model(self):
+        """``model()``, a random defense in it reseeded: each measurement draws the same noise."""
+        model = self.model()
+        if hasattr(model, "reseed"):
+            model.reseed(self.seed)
+        return model
 
     def _art(self):
         return unwrap(self.classifier)
@@ -118,7 +125,7 @@ class Probe:
             if self.compiled:
                 from .attacks import fgm_kernel
 
-                x_adv = fgm_kernel.fgm(self.model(), self.x, eps=eps, eps_step=eps, norm="inf", y=self.y)
+                x_adv = fgm_kernel.fgm(self._kernel_model(), self.x, eps=eps, eps_step=eps, norm="inf", y=self.y)
             else:
                 from art.attacks.evasion import FastGradientMethod
 
@@ -133,7 +140,7 @@ class Probe:
             if self.compiled:
                 from .attacks import pgd_kernel
 
-                x_adv = pgd_kernel.pgd(self.model(), self.x, eps=eps, eps_step=eps_step, max_iter=PGD_STEPS, y=self.y,
+                x_adv = pgd_kernel.pgd(self._kernel_model(), self.x, eps=eps, eps_step=eps_step, max_iter=PGD_STEPS, y=self.y,
                                        seed=self.seed % (2**31))
             else:
                 from art.attacks.evasion import ProjectedGradientDescent
