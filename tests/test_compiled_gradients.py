@@ -1,4 +1,4 @@
-"""The compiled DeepFool kernel against ART's ``DeepFool`` on the same model, images and parameters.
+"""The compiled DeepFool kernel against ART's ``DeepFool``, and the classifier's one-pass class gradients against ART's.
 
 DeepFool stops a row when its label flips: where a step lands a hair from the boundary, float
 rounding in the class gradients (one Jacobian here, one backward pass per class in ART) can take
@@ -53,3 +53,19 @@ def test_compiled_deepfool_is_arts(trained, nb_grads):
 def test_no_iterations_is_the_overshoot_of_nothing(trained):
     classifier, x, y = trained
     np.testing.assert_array_equal(deepfool(classifier.model, x, max_iter=0, batch_size=32), x)
+
+
+def test_per_sample_class_gradients_are_arts(trained):
+    """The harness's classifier computes Carlini-Wagner's per-sample class gradients in one pass."""
+    from art.estimators.classification import TensorFlowV2Classifier
+
+    classifier, x, _ = trained
+    plain = TensorFlowV2Classifier(model=classifier.model, nb_classes=10, input_shape=x.shape[1:],
+                                   clip_values=(0.0, 1.0),
+                                   loss_object=keras.losses.CategoricalCrossentropy(from_logits=True))
+    labels = np.random.default_rng(0).integers(0, 10, len(x))
+    ours = classifier.class_gradient(x, label=labels)
+    assert type(classifier) is not TensorFlowV2Classifier and ours.shape == (len(x), 1, *x.shape[1:])
+    # one compiled graph against eager passes: equal to float rounding (bit for bit on le_net here)
+    np.testing.assert_allclose(ours, plain.class_gradient(x, label=labels), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(classifier.class_gradient(x, label=3), plain.class_gradient(x, label=3))
