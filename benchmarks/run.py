@@ -42,10 +42,52 @@ def main() -> int:
         print("\n== the main job (every cell) cold, by phase, compiled kernels vs ART's classes")
         phases = bench_phases("not slow or slow", ["compiled", "art"])
         print_phases(phases)
+    print_targets(suite, phases)
     if args.json:
         args.json.write_text(json.dumps({"attacks": attacks, "suite": suite, "phases": phases}, indent=2, default=str))
     phases_ok = all(r["run"]["exit"] == 0 for r in phases.values())
     return 0 if attacks_ok and phases_ok and suite["cold"]["exit"] == 0 and suite["warm"]["exit"] == 0 else 1
+
+
+MAIN_JOB_COLD_S = 150
+WARM_S = 10
+PGD_TRAINING_RATIO = 2
+ADAPTIVE_RATIO = 2
+PEAK_RSS_MIB = 1.6 * 1024
+
+
+def print_targets(suite: dict, phases: dict) -> None:
+    """One line per target of the main job's speed (issue 15), met or MISSED, with the number it is read from."""
+    def line(name: str, value: float | None, target: str, met: bool | None) -> None:
+        shown = "not measured" if value is None else value
+        print(f"  {name}: {shown} (target {target}: {'-' if met is None else 'met' if met else 'MISSED'})")
+
+    print("\ntargets (issue 15):")
+    compiled, art = phases.get("compiled"), phases.get("art")
+    cold = compiled["run"]["seconds"] if compiled else None
+    line("main job cold, compiled", f"{cold:.0f} s" if cold else None, f"<= {MAIN_JOB_COLD_S} s",
+         cold <= MAIN_JOB_COLD_S if cold else None)
+    warm = suite["warm"]["seconds"]
+    line("non-slow suite warm", f"{warm:.1f} s", f"<= {WARM_S} s", warm <= WARM_S)
+    if compiled and art:
+        for name in sorted(n for n in compiled["training"] if "_pgd_" in n):
+            ours, theirs = compiled["training"][name], art["training"].get(name)
+            ratio = theirs / ours if theirs and ours else None
+            line(f"PGD training ({name.removeprefix('train ')}) ART/compiled", f"{ratio:.2f}x ({theirs:.1f} s / {ours:.1f} s)"
+                 if ratio else None, f">= {PGD_TRAINING_RATIO}x at equal robustness",
+                 ratio >= PGD_TRAINING_RATIO if ratio else None)
+        for name in sorted(set(compiled["pgd_robustness"]) & set(art["pgd_robustness"])):
+            print(f"    {name}: adaptive defended accuracy compiled {compiled['pgd_robustness'][name]:.3f}, "
+                  f"ART {art['pgd_robustness'][name]:.3f}")
+        ours, theirs = compiled["phases"].get("craft_adaptive"), art["phases"].get("craft_adaptive")
+        ratio = theirs / ours if theirs and ours else None
+        line("adaptive cells' crafting ART/compiled", f"{ratio:.2f}x ({theirs:.1f} s / {ours:.1f} s)" if ratio else None,
+             f">= {ADAPTIVE_RATIO}x", ratio >= ADAPTIVE_RATIO if ratio else None)
+    peak = compiled["run"]["peak_rss_mib"] if compiled else suite["peak_rss_mib"]
+    line("peak RSS of the main job" if compiled else "peak RSS of the non-slow suite", f"{peak:.0f} MiB",
+         f"<= {PEAK_RSS_MIB:.0f} MiB", peak <= PEAK_RSS_MIB)
+    line("fresh clone to the first verdict", None, "< 5 min: .ci/run and the README's first command, timed by hand",
+         None)
 
 
 if __name__ == "__main__":
