@@ -73,7 +73,6 @@ class AttackResult:
         return self.y_true[self.source_index]
 
 
-
 class Deferred:
     """An array computed on first use and identified beforehand by ``key`` (what determines it),
     so that a cached picture of it needs neither the array nor what computes it."""
@@ -91,7 +90,6 @@ class Deferred:
     def __array__(self, dtype=None, copy=None):
         value = self()
         return value if dtype is None else value.astype(dtype)
-
 
 
 @functools.lru_cache(maxsize=32)

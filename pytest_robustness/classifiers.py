@@ -53,6 +53,8 @@ def _classifier_class():
     from art.preprocessing.standardisation_mean_std.tensorflow import StandardisationMeanStdTensorFlow
 
     class LogitsClassifier(TensorFlowV2Classifier):
+        _per_sample_gradient = None  # the compiled pass, built on first use
+
         def _identity_preprocessing(self) -> bool:
             return not self.preprocessing_defences and all(
                 isinstance(op, StandardisationMeanStdTensorFlow) and np.all(op.mean == 0) and np.all(op.std == 1)
@@ -62,7 +64,7 @@ def _classifier_class():
             labels = None if label is None or isinstance(label, (int, np.integer)) else np.asarray(label)
             if labels is None or labels.shape != (len(x),) or training_mode or not self._identity_preprocessing():
                 return super().class_gradient(x, label=label, training_mode=training_mode, **kwargs)
-            if "_per_sample_gradient" not in self.__dict__:
+            if self._per_sample_gradient is None:
                 model = self.model
 
                 @tf.function(reduce_retracing=True)
@@ -72,7 +74,7 @@ def _classifier_class():
                         chosen = tf.gather(model(images, training=False), classes, axis=1, batch_dims=1)
                     return tape.gradient(chosen, images)
 
-                self.__dict__["_per_sample_gradient"] = per_sample_gradient
+                self._per_sample_gradient = per_sample_gradient
             gradients = self._per_sample_gradient(tf.convert_to_tensor(np.asarray(x, dtype=np.float32)),
                                                   tf.convert_to_tensor(labels.astype(np.int32)))
             return np.expand_dims(gradients.numpy(), axis=1)

@@ -26,9 +26,9 @@ from .baselines import CORRECTNESS_FILE, BaselineCell, correctness_npz
 from .defended_cells import DefendedCell
 from .errors import RobustnessUsageError
 from .metric_names import DEFENSE_METRICS, JUNIT_METRICS
+from .model_slots import BASELINE
 from .params import case_id
 from .scoring import score
-from .model_slots import BASELINE
 from .session import RobustnessSession
 from .thresholds import Bound, Cell, check_bounds
 from .transfer_cells import TransferCell

@@ -7,7 +7,7 @@ from typing import Any, Callable, Hashable
 
 
 class Memo:
-    """Values under keys of the form ``(kind, *what determines the value)``; ``kinds`` counts them."""
+    """Values under keys of the form ``(kind, *what determines the value)``."""
 
     def __init__(self):
         self._values: dict[tuple, Any] = {}
@@ -29,6 +29,3 @@ class Memo:
     def keys(self, kind: str) -> list[tuple]:
         """The keys of one kind, without the kind (e.g. ``keys("classifier")``)."""
         return [key[1:] for key in self._values if key[0] == kind]
-
-    def __contains__(self, key: tuple) -> bool:
-        return key in self._values

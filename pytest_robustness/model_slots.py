@@ -82,6 +82,7 @@ def load_or_train(session: "RobustnessSession", architecture: str, recipe: str) 
         prepare=session.tensorflow,
     )
 
+
 def train_and_register(session: "RobustnessSession", name, architecture, recipe, recipe_fn, params):
     """Train ``architecture`` by ``recipe_fn`` in a child run and register it (``mlflow.tensorflow``)."""
     session.tensorflow()
@@ -99,8 +100,8 @@ def train_and_register(session: "RobustnessSession", name, architecture, recipe,
                                                      str(base_weights) if base_weights else None)
         compile_model(model, params)
         session.tracker.log_params(run_id, {**params.as_dict(), "model_architecture": architecture,
-                                         "recipe": recipe or "standard", **data.params,
-                                         "dataset_digest": data.digest, "seed": session.settings.seed})
+                                            "recipe": recipe or "standard", **data.params,
+                                            "dataset_digest": data.digest, "seed": session.settings.seed})
         metrics = recipe_fn(session, model, architecture, params)
         x_test, y_test = data.x_test, keras.utils.to_categorical(data.y_test, data.n_classes)
         loss, acc = model.evaluate(x_test, y_test, batch_size=256, verbose=0)

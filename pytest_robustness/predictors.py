@@ -7,10 +7,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .cache import ArrayCache
 from .classifiers import softmax
-from .datasets import content_digest, freeze
-from .memo import Memo
+from .datasets import content_digest
+
+# The session's ``memoised(key_parts, compute)``: arrays from memory, the disk cache, or ``compute``.
+Memoised = Callable[[tuple, Callable[[], dict[str, np.ndarray]]], dict[str, np.ndarray]]
 
 
 class LazyClassifier:
@@ -60,25 +61,16 @@ class CachedPredictor:
     once per model, and a warm re-run predicts nothing.
     """
 
-    def __init__(self, classifier, key: tuple, cache: ArrayCache, memo: Memo):
+    def __init__(self, classifier, key: tuple, memoised: Memoised):
         self.classifier = classifier
         self.key = key
-        self._cache = cache
-        self._memo = memo
+        self._memoised = memoised
 
     def predict(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        key = self._cache.key("predict", *self.key, content_digest(x))
+        def predict() -> dict[str, np.ndarray]:
+            return {"probabilities": predict_in_batches(self.classifier, x, batch_size).astype(np.float32)}
 
-        def predict() -> np.ndarray:
-            cached = self._cache.get(key)
-            if cached is None:
-                cached = {"probabilities": predict_in_batches(self.classifier, x, batch_size).astype(np.float32)}
-                freeze(*cached.values())
-                self._cache.put(key, **cached)
-            return cached["probabilities"]
-
-        return self._memo.once(("prediction", key), predict)
+        return self._memoised(("predict", *self.key, content_digest(x)), predict)["probabilities"]
 
     def __getattr__(self, name: str):
         return getattr(self.classifier, name)
-

@@ -181,8 +181,7 @@ class RobustnessSession:
     def predictor(self, architecture: str, recipe: str = "", defences=(), defence_key: str = "") -> CachedPredictor:
         """The classifier for scoring: same predictions, memoised by input content; built on first miss."""
         classifier = self.lazy_classifier(architecture, recipe, defences, defence_key)
-        return CachedPredictor(classifier, self.scoring_key(architecture, recipe, defence_key), self.cache,
-                               self.memo)
+        return CachedPredictor(classifier, self.scoring_key(architecture, recipe, defence_key), self.memoised)
 
     def lazy_classifier(self, architecture: str, recipe: str = "", defences=(), defence_key: str = "") -> LazyClassifier:
         """``classifier(...)``, built only when first used (a cached result needs none)."""

@@ -87,8 +87,6 @@ def deepfool(model, x, *, max_iter: int = 100, epsilon: float = 1e-6, nb_grads: 
     clip = check_clip(clip_values)
     nb_classes = nb_classes_of(model)
     n = x.shape[0]
-    if n == 0:
-        return x.copy()
     logits = np.concatenate([model(x[start:stop], training=False).numpy() for start, stop in batches(n, batch_size)])
     if nb_grads < nb_classes:  # ART: the classes among some image's nb_grads most likely
         labels_set = np.unique(np.argsort(-logits, axis=1)[:, :nb_grads])

@@ -11,7 +11,6 @@ from .kernels import (batches, cached_kernel, check_bool, check_norm, check_real
                       prepare_inputs, project)
 
 
-
 def _fgm_direction(grad, norm):
     """``FastGradientMethod._compute_perturbation`` (numpy) after the NaN/sign steps."""
     grad = tf.where(tf.math.is_nan(grad), tf.zeros_like(grad), grad)
@@ -73,7 +72,6 @@ def _build_fgm(model_ref, *, norm, minimal, targeted, use_pred, clip, input_shap
         return adv
 
     return kernel
-
 
 
 def fgm(

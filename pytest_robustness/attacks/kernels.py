@@ -158,8 +158,8 @@ def loss_gradient(model, x, y, nb_classes):
     passes, Expectation over Transformation, as ART's ``randomised.EoTClassifier`` averages
     ``loss_gradient`` calls; the labels come from the first.
     """
-    total = None
-    for _ in range(expectation_draws(model)):
+    draws, total = expectation_draws(model), None
+    for _ in range(draws):
         with tf.GradientTape() as tape:
             tape.watch(x)
             logits = model(x, training=False)
@@ -169,7 +169,7 @@ def loss_gradient(model, x, y, nb_classes):
             loss = tf.reduce_sum(per_sample) / tf.cast(tf.shape(per_sample)[0], per_sample.dtype)
         grad = tape.gradient(loss, x)
         total = grad if total is None else total + grad
-    return total / float(expectation_draws(model)) if expectation_draws(model) > 1 else total, y
+    return (total / float(draws) if draws > 1 else total), y
 
 
 def expectation_draws(model) -> int:

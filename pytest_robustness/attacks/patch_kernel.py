@@ -14,7 +14,6 @@ import tensorflow as tf
 from .kernels import cached_kernel, check_clip, check_int, check_real, check_x, nb_classes_of, to_one_hot
 
 
-
 def _circular_mask(patch_shape, sharpness=40):
     """``AdversarialPatchTensorFlowV2._get_circular_patch_mask`` for one sample."""
     diameter = min(patch_shape[0], patch_shape[1])

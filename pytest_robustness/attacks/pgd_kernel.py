@@ -11,7 +11,6 @@ from .kernels import (batches, cached_kernel, check_int, check_norm, check_real,
                       prepare_inputs, project)
 
 
-
 def pgd_direction(grad, norm):
     """``ProjectedGradientDescentTensorFlowV2._compute_perturbation`` (same TF ops)."""
     grad = tf.where(tf.math.is_nan(grad), tf.zeros_like(grad), grad)
