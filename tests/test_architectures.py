@@ -6,8 +6,8 @@ import keras
 import numpy as np
 import pytest
 
-from pytest_robustness.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture
 from pytest_robustness.errors import RobustnessUsageError
+from pytest_robustness.models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture
 
 MNIST_SHAPE = (28, 28, 1)
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from helpers import run_robustness, session_run_id
-from pytest_robustness import versions
 from pytest_robustness.attacks import ATTACKS
+from pytest_robustness.data import versions
 
 SUITE = '''
 def test_fgm(robustness):

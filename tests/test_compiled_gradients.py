@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from art.attacks.evasion import DeepFool
 
-from pytest_robustness.architectures import get_architecture
-from pytest_robustness.attacks.deepfool_kernel import deepfool
-from pytest_robustness.classifiers import make_classifier
-from pytest_robustness.datasets import load_builtin_mnist
+from pytest_robustness.attacks.compiled.deepfool import deepfool
+from pytest_robustness.data.datasets import load_builtin_mnist
+from pytest_robustness.models.architectures import get_architecture
+from pytest_robustness.models.classifiers import make_classifier
 
 
 @pytest.fixture(scope="module", params=["le_net", "shallow_net"])

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pytest_robustness.datasets import load_builtin_mnist, load_dataset, validate_dataset_spec
+from pytest_robustness.data.datasets import load_builtin_mnist, load_dataset, validate_dataset_spec
 from pytest_robustness.errors import RobustnessUsageError
 
 

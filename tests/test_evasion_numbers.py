@@ -12,7 +12,7 @@ from art.estimators.classification import TensorFlowV2Classifier
 from helpers import run_robustness, session_run_id
 from pytest_robustness.attacks import get_attack
 from pytest_robustness.attacks.base import norm_value
-from pytest_robustness.classifiers import make_classifier
+from pytest_robustness.models.classifiers import make_classifier
 
 SUITE = '''
 from pytest_robustness import attack_cases

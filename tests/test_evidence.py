@@ -5,7 +5,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from pytest_robustness import evidence
+from pytest_robustness.cells import pictures as evidence
 
 
 def opened(data: bytes) -> Image.Image:
@@ -40,7 +40,7 @@ def test_accuracy_vs_eps_plot():
 def test_sample_grid_captions_use_class_names_and_fit_them():
     from types import SimpleNamespace
 
-    from pytest_robustness.cell_artifacts import sample_columns
+    from pytest_robustness.cells.artifacts import sample_columns
 
     x = np.zeros((3, 8, 8, 3), np.float32)
     result = SimpleNamespace(modified=np.array([True, False, True]), source_index=np.arange(3), x_clean=x,

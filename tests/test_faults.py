@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
+from mlflow_server import MlflowServer, free_port, mlflow_executable, refuses
 
 from helpers import EXPERIMENT, FGM_SUITE, MODEL_NAME, TINY, run_robustness, session_run_id
-from mlflow_server import MlflowServer, free_port, mlflow_executable, refuses
-from pytest_robustness.orphans import CLOSED_TAG
-from pytest_robustness.tracking import FAULT_TAG
+from pytest_robustness.tracking.orphans import CLOSED_TAG
+from pytest_robustness.tracking.runs import FAULT_TAG
 
 METRICS = ("clean_accuracy", "adversarial_accuracy", "attack_success_rate", "l_inf_norm")
 PLAIN_TEST = "def test_plain():\n    pass\n"

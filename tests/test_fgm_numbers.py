@@ -18,7 +18,7 @@ HAS_COMPILED = importlib.util.find_spec("pytest_robustness.attacks.compiled") is
 BACKENDS = [
     pytest.param("art"),
     pytest.param("compiled", marks=pytest.mark.skipif(
-        not HAS_COMPILED, reason="pytest_robustness/attacks/compiled.py is not on this branch yet")),
+        not HAS_COMPILED, reason="pytest_robustness/attacks/compiled/__init__.py is not on this branch yet")),
 ]
 NORMS = {"inf": np.inf, "1": 1, "2": 2}
 

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 
 from helpers import TINY, run_robustness
-from pytest_robustness import datasets, image_folders
-from pytest_robustness.datasets import dataset_key, load_dataset, validate_dataset_spec
+from pytest_robustness.data import datasets, image_folders
+from pytest_robustness.data.datasets import dataset_key, load_dataset, validate_dataset_spec
 from pytest_robustness.errors import RobustnessUsageError
 
 RNG = np.random.default_rng(0)

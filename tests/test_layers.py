@@ -1,15 +1,14 @@
-"""The package's imports point one way: base -> registries -> options -> engine -> cell API -> pytest glue.
+"""The package's folders are its layers, and imports point one way: down this list.
 
-Every module is parsed with ``ast`` (nothing is imported) and must sit in one
-layer; a module may import its own layer and the layers below, never above, at
-module level and inside functions alike, and the graph of our modules has no
-cycle. ``options`` (settings, thresholds) sits above the registries because it
-validates names against them: an option's value is looked up in a registry.
+Every module is parsed with ``ast`` (nothing is imported). A module's layer is its
+folder (``cells/scoring.py`` is in ``cells``), or its own name for the few modules at
+the package's top. A module may import its own layer and the layers below, never
+above, at module level, inside functions and under ``if TYPE_CHECKING:`` alike, and
+the graph of our modules has no cycle, type-only imports included.
 
 Inside functions, only heavy third-party libraries may be imported (so a warm,
 fully cached run never loads them); our own modules only where a module of ours
-imports TensorFlow or Keras at its top (``LAZY_OWN_MODULES``). Imports under
-``if TYPE_CHECKING:`` never run and are not counted.
+imports TensorFlow or Keras at its top (``LAZY_OWN_MODULES``).
 """
 
 from __future__ import annotations
@@ -22,34 +21,36 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pytest_robustness"
 
-LAYERS = {
-    "base": {"errors", "params", "metrics", "training", "classifiers", "keras_layers", "evidence",
-             "versions", "model_uris", "mlflow_search", "progress", "hookspecs", "registry_scope", "statistics",
-             "model_adapter", "model_loading", "server_health"},
-    "registries": {"architectures", "attacks", "attacks.base", "attacks.fgm", "attacks.patch", "attacks.compiled",
-                   "attacks.kernels", "attacks.fgm_kernel", "attacks.pgd_kernel", "attacks.patch_kernel",
-                   "attacks.deepfool_kernel",
-                   "attacks.defense_kernels", "attacks.adversarial_training", "patch_deployment", "defenses", "datasets",
-                   "data_checks", "image_folders", "recipes", "attacks.define", "attacks.carlini", "attacks.deepfool",
-                   "attacks.pgd", "attacks.square", "patch_training", "registry", "metric_names",
-                   "cache"},  # the content-addressed store: settings' start-up data check asks it what is cached
-    "options": {"settings", "model_settings", "thresholds"},
-    "engine": {"tracking", "orphans", "model_registry", "model_checks", "model_files", "devices", "session", "memo", "predictors", "model_slots",
-               "adversarial_sets", "training_claims"},
-    "cell API": {"evaluation", "attack_result", "scoring", "cell_artifacts", "defended_cells", "baselines",
-                 "transfer_cells", "masking", "patch_control", "randomised", "grid", ""},  # "" is the package itself: the suites' API (attack_cases ...)
-    "pytest glue": {"plugin", "robustness_plugin", "scope", "junit", "fixtures", "reporting", "gating", "sweeps",
-                    "ordering", "transfer"},
-}
-RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
-LAYER_NAME = {module: name for name, modules in LAYERS.items() for module in modules}
+# Bottom to top. ``options`` sits above the registries because it validates names against them.
+LAYERS = [
+    ("errors", "params", "registry_scope", "old_paths"),  # at the package's top: what every layer may use
+    "metrics",
+    "data",
+    "tracking",
+    "models",
+    "attacks",
+    "defenses",
+    "registry",  # the public extension API: every attack, defense, architecture and dataset by name
+    "options",
+    "engine",
+    "cells",
+    "reports",
+    "plugin",
+    "",  # the package's __init__: the suites' API (attack_cases, ...)
+]
+RANK = {unit: rank for rank, entry in enumerate(LAYERS) for unit in ((entry,) if isinstance(entry, str) else entry)}
 
 # Imported inside functions: these import TensorFlow or Keras at their top.
-LAZY_OWN_MODULES = {"keras_layers", "model_adapter", "attacks.compiled", "attacks.kernels", "attacks.fgm_kernel",
-                    "attacks.pgd_kernel", "attacks.patch_kernel", "attacks.deepfool_kernel", "attacks.defense_kernels",
-                    "attacks.adversarial_training"}
+LAZY_OWN_MODULES = {"models.keras_layers", "models.adapter", "attacks.compiled", "attacks.compiled.kernels",
+                    "attacks.compiled.fgm", "attacks.compiled.pgd", "attacks.compiled.patch",
+                    "attacks.compiled.deepfool", "defenses.compiled.preprocessors", "defenses.compiled.pgd_training"}
 # Third-party libraries too heavy to import before they are needed.
 HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend"}
+
+
+def layer_of(module: str) -> str:
+    """The folder a module lives in, or the module's own name at the package's top."""
+    return module.split(".")[0]
 
 
 def module_name(path: Path) -> str:
@@ -99,8 +100,6 @@ def imports(module: str) -> list[tuple[bool, str | None, str, int]]:
 
     def visit(node: ast.AST, in_function: bool) -> None:
         for child in ast.iter_child_nodes(node):
-            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
-                continue  # never runs: names for annotations only
             inner = in_function or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, (ast.Import, ast.ImportFrom)):
                 if isinstance(child, ast.ImportFrom) and child.module == "__future__":
@@ -113,15 +112,23 @@ def imports(module: str) -> list[tuple[bool, str | None, str, int]]:
 
 
 def test_every_module_has_a_layer():
-    assert set(MODULES) - set(RANK) == set(), "put each new module into one of LAYERS"
-    assert set(RANK) - set(MODULES) == set(), "LAYERS names modules that no longer exist"
+    assert {m: layer_of(m) for m in MODULES if layer_of(m) not in RANK} == {}, "add the folder to LAYERS"
+    folders = {p.parent.relative_to(PACKAGE).parts[0] for p in PACKAGE.rglob("*.py") if p.parent != PACKAGE}
+    assert folders - set(RANK) == set(), "every folder is a layer"
+
+
+def test_every_folder_says_what_it_knows():
+    for init in PACKAGE.rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text()))
+        assert doc, f"{init.relative_to(PACKAGE)} has no docstring"
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_imports_point_down(module):
-    upward = [f"line {line}: {LAYER_NAME[module]} module imports {ours or 'the package'} ({LAYER_NAME[ours]})"
+    upward = [f"line {line}: {layer_of(module) or 'the package'} module imports {ours or 'the package'} "
+              f"({layer_of(ours) or 'the package'})"
               for _, ours, _, line in imports(module)
-              if ours is not None and ours != module and RANK[ours] > RANK[module]]
+              if ours is not None and ours != module and RANK[layer_of(ours)] > RANK[layer_of(module)]]
     assert upward == []
 
 
@@ -162,11 +169,20 @@ def test_our_modules_form_no_cycle():
 
 def test_the_checker_sees_an_upward_import_inside_a_function(tmp_path, monkeypatch):
     """The checks above can fail: a cycle dodged by an import inside a function is caught."""
-    probe = PACKAGE / "thresholds.py"
-    monkeypatch.setitem(MODULES, "thresholds", tmp_path / "thresholds.py")
-    (tmp_path / "thresholds.py").write_text(probe.read_text() + "\n\ndef late():\n    from .evaluation import Robustness\n")
-    found = [(f, ours) for f, ours, _, _ in imports("thresholds") if ours == "evaluation"]
-    assert found == [(True, "evaluation")] and RANK["evaluation"] > RANK["thresholds"]
+    probe = PACKAGE / "options" / "thresholds.py"
+    monkeypatch.setitem(MODULES, "options.thresholds", tmp_path / "thresholds.py")
+    (tmp_path / "thresholds.py").write_text(probe.read_text() + "\n\ndef late():\n    from ..cells.cell import Robustness\n")
+    found = [(f, ours) for f, ours, _, _ in imports("options.thresholds") if ours == "cells.cell"]
+    assert found == [(True, "cells.cell")] and RANK["cells"] > RANK["options"]
+
+
+def test_the_checker_sees_a_type_only_import(tmp_path, monkeypatch):
+    """An import under ``if TYPE_CHECKING:`` counts: it is a real dependency of the design."""
+    probe = PACKAGE / "models" / "files.py"
+    monkeypatch.setitem(MODULES, "models.files", tmp_path / "files.py")
+    (tmp_path / "files.py").write_text(probe.read_text() + "\n\nif TYPE_CHECKING:\n    from ..engine.session import RobustnessSession\n")
+    found = [(f, ours) for f, ours, _, _ in imports("models.files") if ours == "engine.session"]
+    assert found == [(False, "engine.session")] and RANK["engine"] > RANK["models"]
 
 
 MAX_MODULE_LINES = 400  # one module, one responsibility: past this, a module is doing two jobs

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pytest_robustness.attacks import get_attack
-from pytest_robustness.defenses import get_defense
+from pytest_robustness.defenses.catalog import get_defense
 from pytest_robustness.errors import RobustnessUsageError
 
 PATCH = get_attack("patch")
@@ -62,7 +62,7 @@ def test_jpeg_quality_out_of_range_rejected(quality):
 def test_unknown_defense_and_parameter_and_threat_model():
     rejects(get_defense, "median_filter", "median_filter", "jpeg_compression")
     rejects(JPEG.resolve, {"qualty": 5}, "qualty", "quality")
-    from pytest_robustness.defenses import check_threat_model
+    from pytest_robustness.defenses.catalog import check_threat_model
 
     rejects(check_threat_model, "whitebox", "whitebox", "oblivious", "adaptive")
 

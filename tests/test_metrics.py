@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from scipy.stats import wasserstein_distance as scipy_wasserstein
 from sklearn.metrics.pairwise import paired_cosine_distances, paired_euclidean_distances, paired_manhattan_distances
 
-from pytest_robustness import metrics as m
+from pytest_robustness.metrics import formulas as m
 
 # Pixel values as images have them: black, or visibly above it (denormal floats are not images).
 pixels = st.one_of(st.just(0.0), st.floats(2.0**-13, 1.0, width=32))

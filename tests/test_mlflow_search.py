@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pytest_robustness.errors import RobustnessUsageError
-from pytest_robustness.mlflow_search import equals, literal, search_runs, versions_of
-from pytest_robustness.model_registry import resolve_model_version
+from pytest_robustness.models.registered import resolve_model_version
+from pytest_robustness.tracking.search import equals, literal, search_runs, versions_of
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pytest_robustness"
 VALUES = ["plain", "it's", 'say "hi"', "back\\slash", "tick`tock"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers import FGM_SUITE, MODEL_NAME, run_robustness, session_run_id
-from pytest_robustness.model_registry import DIGEST_TAG, parse_model_uri, registered_model_name
+from pytest_robustness.models.registered import DIGEST_TAG, parse_model_uri, registered_model_name
 
 MODEL_SUITE = '''
 def test_model(registered_model, architecture):

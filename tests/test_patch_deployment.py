@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_robustness.patch_deployment import circular_mask, deploy_patches, paste
+from pytest_robustness.attacks.patch_deployment import circular_mask, deploy_patches, paste
 
 
 def params(method="corrupt", rate=1.0, scale=0.4, rotation=22.5):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import FAILING_SUITE, FGM_SUITE, MODEL_NAME, TINY, run_robustness, session_run_id
-from pytest_robustness.orphans import CLOSED_TAG, OWNER_TAG, owner_tag
+from pytest_robustness.tracking.orphans import CLOSED_TAG, OWNER_TAG, owner_tag
 
 TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 

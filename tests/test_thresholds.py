@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pytest_robustness.errors import RobustnessUsageError
-from pytest_robustness.thresholds import Bound, Cell, check_bounds, load_table
+from pytest_robustness.options.thresholds import Bound, Cell, check_bounds, load_table
 
 
 def table(tmp_path: Path, text: str, max_regression: float = 0.02):

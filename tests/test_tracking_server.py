@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
-
 from mlflow_server import MlflowServer, mlflow_executable
-from pytest_robustness.tracking import Tracker
+
+from pytest_robustness.tracking.runs import Tracker
 
 SUITE = """
 import pytest

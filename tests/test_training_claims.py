@@ -17,9 +17,9 @@ import time
 import pytest
 
 from helpers import MODEL_NAME, TINY
-from pytest_robustness.model_registry import DIGEST_TAG, find_version
-from pytest_robustness.orphans import OWNER_TAG
-from pytest_robustness.training_claims import HEARTBEAT_TAG, claim_name, read_claim, training_claim
+from pytest_robustness.models.registered import DIGEST_TAG, find_version
+from pytest_robustness.tracking.orphans import OWNER_TAG
+from pytest_robustness.tracking.training_claims import HEARTBEAT_TAG, claim_name, read_claim, training_claim
 
 ONE_CELL = "def test_cell(robustness):\n    robustness.attack('fgm', eps=0.1)\n"
 
@@ -65,7 +65,7 @@ def test_a_stale_claim_is_taken_over(store, owner, heartbeat_age):
     if owner is None:
         dead = subprocess.Popen([sys.executable, "-c", "pass"])
         dead.wait()
-        from pytest_robustness.orphans import owner_tag
+        from pytest_robustness.tracking.orphans import owner_tag
 
         alive = owner_tag()[OWNER_TAG]  # this process: same machine and namespace, then a PID that ended
         owner = f"{alive.rsplit('/', 2)[0]}/{dead.pid}/1"

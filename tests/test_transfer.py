@@ -17,14 +17,18 @@ import numpy as np
 import pytest
 
 from helpers import MODEL_NAME, TINY_TRAIN, run_robustness, session_run_id
-from pytest_robustness.adversarial_sets import (extract_tarball, read_dioptra_tarball, read_run_examples,
-                                                write_dioptra_tarball)
-from pytest_robustness.classifiers import make_classifier
+from pytest_robustness.cells.transfer import SETTING_TAG, transfer_rate
+from pytest_robustness.data.adversarial_sets import (
+    extract_tarball,
+    read_dioptra_tarball,
+    read_run_examples,
+    write_dioptra_tarball,
+)
 from pytest_robustness.errors import RobustnessUsageError
-from pytest_robustness.sweeps import sweep_series
-from pytest_robustness.thresholds import Cell, load_table
-from pytest_robustness.transfer import matrix_cells
-from pytest_robustness.transfer_cells import SETTING_TAG, transfer_rate
+from pytest_robustness.models.classifiers import make_classifier
+from pytest_robustness.options.thresholds import Cell, load_table
+from pytest_robustness.reports.sweeps import sweep_series
+from pytest_robustness.reports.transfer_matrix import matrix_cells
 
 SUITES = Path(__file__).resolve().parent.parent / "robustness_suites"
 BOTH = ("--architecture", "shallow_net", "--architecture", "le_net", *TINY_TRAIN, "--samples", "100",

@@ -17,9 +17,9 @@ import pytest
 import tensorflow as tf
 
 from helpers import MODEL_NAME, TINY_TRAIN, run_robustness, session_run_id
-from pytest_robustness import statistics
 from pytest_robustness.errors import RobustnessUsageError
-from pytest_robustness.thresholds import Bound, check_bounds, load_table
+from pytest_robustness.metrics import statistics
+from pytest_robustness.options.thresholds import Bound, check_bounds, load_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,7 +163,7 @@ def test_zero_gradient_quantiser_fails_with_suspected_gradient_masking(pytester,
     assert run.info.status == "FAILED"
 
     warned = run_robustness(pytester, "--model-uri", uri, "--gradient-masking", "warn", "-W",
-                            "default::pytest_robustness.masking.GradientMaskingWarning", store=trained_store)
+                            "default::pytest_robustness.cells.masking.GradientMaskingWarning", store=trained_store)
     warned.assert_outcomes(passed=1, warnings=1)
     warned.stdout.fnmatch_lines(["*GradientMaskingWarning: suspected gradient masking: zero_gradient*"])
 

@@ -235,7 +235,7 @@ def test_a_model_file_is_registered_once_and_tested(pytester, user, tmp_path):
 
 def test_a_pretrained_base_loads_from_a_local_weights_file_and_is_frozen(tmp_path):
     """Dioptra's resnet50/vgg16 start from ImageNet weights: a local file (--base-weights) gives them, frozen."""
-    from pytest_robustness.architectures import ARCHITECTURES
+    from pytest_robustness.models.architectures import ARCHITECTURES
 
     keras.utils.set_random_seed(1)
     pretrained = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
@@ -266,8 +266,8 @@ def test_promote_gives_the_alias_to_each_candidate_that_passed(pytester, user):
 @pytest.mark.parametrize("ending", ["dense_softmax", "softmax_layer", "activation", "nested"])
 def test_the_wrapper_outputs_the_models_logits_on_its_weights(ending):
     """Every way a model ends in a softmax gives logits whose softmax is the model's output."""
-    from pytest_robustness.classifiers import softmax
-    from pytest_robustness.model_adapter import adapt
+    from pytest_robustness.models.adapter import adapt
+    from pytest_robustness.models.classifiers import softmax
 
     keras.utils.set_random_seed(0)
     body = [keras.Input((8, 8, 1)), keras.layers.Flatten()]

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from helpers import MODEL_NAME, TINY, run_robustness, session_run_id
-from pytest_robustness.datasets import load_builtin_mnist
-from pytest_robustness.model_registry import WEIGHTS_TAG
+from pytest_robustness.data.datasets import load_builtin_mnist
+from pytest_robustness.models.registered import WEIGHTS_TAG
 
 SUITE = '''
 def test_fgm(robustness):

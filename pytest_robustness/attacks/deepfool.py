@@ -23,7 +23,7 @@ PARAMS = {
 
 
 def compiled_deepfool(classifier, model, x, params):
-    from . import deepfool_kernel
+    from .compiled import deepfool as deepfool_kernel
 
     return deepfool_kernel.deepfool(model, x, max_iter=params["max_iter"], epsilon=params["epsilon"],
                                     nb_grads=params["nb_grads"], batch_size=params["batch_size"],

@@ -28,7 +28,7 @@ def art_fgm(classifier, model, x, params):
 
 
 def compiled_fgm(classifier, model, x, params):
-    from . import fgm_kernel
+    from .compiled import fgm as fgm_kernel
 
     return fgm_kernel.fgm(
         model, x, eps=params["eps"], eps_step=params["eps_step"], norm=params["norm"],

@@ -4,7 +4,7 @@ Generation is the expensive part and runs once per model and generation
 parameters (memoised and disk-cached by ``RobustnessSession.attack_run``): a
 universal, targeted patch is learnt on ``num_patch_gen_samples`` training images
 with ART's ``AdversarialPatch`` (its TensorFlow v2 implementation for our
-classifiers). Deployment (:mod:`pytest_robustness.patch_deployment`) is cheap and
+classifiers). Deployment (:mod:`pytest_robustness.attacks.patch_deployment`) is cheap and
 seeded and runs per cell on the unseen evaluation images.
 
 ``patch_target=-1`` draws the target class from the session seed (Dioptra draws
@@ -21,9 +21,9 @@ import numpy as np
 
 from ..errors import RobustnessUsageError
 from ..params import Param, numeric
-from ..patch_deployment import DEPLOY_PARAMS, deploy_patches
 from .base import AttackOutput
 from .define import define_attack
+from .patch_deployment import DEPLOY_PARAMS, deploy_patches
 
 
 def _patch_shape_ok(value: Any) -> bool:
@@ -148,7 +148,7 @@ def art_patch(classifier, model, x: np.ndarray, params: Mapping[str, Any], seed:
 
 
 def compiled_patch(classifier, model, x: np.ndarray, params: Mapping[str, Any], seed: int) -> AttackOutput:
-    from . import patch_kernel
+    from .compiled import patch as patch_kernel
 
     goal = patch_target(params, seed, classifier.nb_classes)
     shape, draws = _shape_and_draws(seed, x, params)

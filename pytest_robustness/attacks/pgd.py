@@ -2,7 +2,7 @@
 
 ``art`` is ART's ``ProjectedGradientDescent`` (the reference); ``compiled`` runs
 the same arithmetic as one batched ``tf.function`` per batch
-(:func:`pytest_robustness.attacks.pgd_kernel.pgd`). ``num_random_init`` > 0 starts
+(:func:`pytest_robustness.attacks.compiled.pgd.pgd`). ``num_random_init`` > 0 starts
 each restart at a random point of the ball; later restarts keep only the samples
 they flip (ART's rule). The compiled random starts come from TensorFlow's stateless
 RNG seeded with the session seed, not numpy's: equal in distribution, not in draws.
@@ -39,7 +39,7 @@ def art_pgd(classifier, model, x, params):
 
 
 def compiled_pgd(classifier, model, x, params, seed):
-    from . import pgd_kernel
+    from .compiled import pgd as pgd_kernel
 
     return pgd_kernel.pgd(model, x, eps=params["eps"], eps_step=params["eps_step"], max_iter=params["max_iter"],
                           norm=params["norm"], batch_size=params["batch_size"], clip_values=classifier.clip_values,

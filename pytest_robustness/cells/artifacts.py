@@ -1,0 +1,102 @@
+"""A cell's artifacts: the adversarial examples (``.npz``), per-image distances (``.csv``) and the
+evidence pictures, each content-addressed in the cache so a re-run copies instead of redrawing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import zipfile
+from typing import Mapping
+
+import numpy as np
+
+from ..data.datasets import content_digest
+from . import pictures as evidence
+from .result import AttackResult, Deferred, grid_rows
+
+EVIDENCE_VERSION = 1  # bump when the evidence pictures change: it keys the cached PNGs
+
+
+def log_examples(tracker, run_id: str, cache, result: AttackResult, prefix: str = "",
+                 undefended: AttackResult | None = None, class_names=()) -> None:
+    """Examples, per-image distances and evidence PNGs into run ``run_id``. The examples file is
+    content-addressed in the cache, so a re-run copies it instead of compressing megabytes again."""
+    if undefended is None or result.x_adv is not undefended.x_adv:  # oblivious: the same examples, logged once
+        # A deployed attack's rows also say which clean image each derives from and whether it carries
+        # the attack, so the file alone gives every adversarial image its label.
+        pairing = {"source_index": result.source_index, "modified": result.modified} if result.deployed else {}
+        key = cache.key("examples", 2, *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true,
+                                                                       *pairing.values())))
+        with cache.file(key, f"{prefix}adversarial_examples.npz", lambda path: write_npz(
+                path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true, **pairing)) as npz:
+            tracker.log_artifact(run_id, npz)
+        if result.distances:
+            with cache.file(key, f"{prefix}distance_metrics.csv",
+                            lambda path: path.write_bytes(distance_csv(result.distances))) as csv_file:
+                tracker.log_artifact(run_id, csv_file)
+    # Pictures are content-addressed too: keyed by what is drawn, drawn only when missing.
+    if result.attack == "patch" and result.run is not None:
+        patches = result.run.x_adv
+        key = cache.key("patch.png", EVIDENCE_VERSION, content_digest(patches))
+        with cache.file(key, f"{prefix}patch.png",
+                        lambda path: path.write_bytes(evidence.patch_png(patches))) as png:
+            tracker.log_artifact(run_id, png)
+    columns = sample_columns(result, undefended, class_names)
+    key = cache.key("samples.png", EVIDENCE_VERSION,
+                    [(title, images.key if isinstance(images, Deferred) else content_digest(images), list(captions))
+                     for title, images, captions in columns])
+    with cache.file(key, f"{prefix}samples.png", lambda path: path.write_bytes(evidence.sample_grid_png(
+            [(title, np.asarray(images), captions) for title, images, captions in columns]))) as png:
+        tracker.log_artifact(run_id, png)
+
+
+def sample_columns(result: AttackResult, undefended: AttackResult | None = None, class_names=()) -> list:
+    """Columns of the evidence grid: clean / adversarial (undefended model) / defended input (defended model),
+    captioned with class names (the label index where there are none)."""
+    def name(label) -> str:
+        return class_names[label] if 0 <= label < len(class_names) else str(label)
+
+    base = undefended or result
+    rows = grid_rows(result)
+    source = result.source_index[rows]
+    columns = [
+        ("clean", result.x_clean[source],
+         [f"true {name(t)} pred {name(p)}" for t, p in zip(result.y_true[source], base.clean_predictions[source])]),
+    ]
+    if undefended is None:
+        columns.append(("adversarial", result.x_adv[rows], [f"pred {name(p)}" for p in result.adversarial_predictions[rows]]))
+        return columns
+    # The undefended model on ``result``'s examples' counterparts (same positions, same sources).
+    base_rows = grid_rows(base)[:len(rows)]
+    columns.append(("adversarial\n(undefended)", base.x_adv[base_rows],
+                    [f"pred {name(p)}" for p in base.adversarial_predictions[base_rows]]))
+    shown = result.defended_inputs if result.defended_inputs is not None else result.x_adv[rows]
+    columns.append((f"{result.defense}\n({result.threat_model})", shown,
+                    [f"pred {name(p)}" for p in result.adversarial_predictions[rows]]))
+    return columns
+
+
+NPZ_BLOCK = 1 << 20
+
+
+def write_npz(path, **arrays: np.ndarray) -> None:
+    """``np.savez_compressed``, streaming each array's bytes in blocks (numpy's writer copies each
+    array whole, ``tobytes``, before compressing it)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
+        for name, array in arrays.items():
+            array = np.ascontiguousarray(array)
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(array))
+                data = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
+                for start in range(0, len(data), NPZ_BLOCK):
+                    member.write(data[start:start + NPZ_BLOCK])
+
+
+def distance_csv(table: Mapping[str, np.ndarray]) -> bytes:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    names = list(table)
+    writer.writerow(["image", *names])
+    for i, row in enumerate(zip(*(table[n] for n in names))):
+        writer.writerow([i, *(f"{v:.8g}" for v in row)])
+    return buffer.getvalue().encode()

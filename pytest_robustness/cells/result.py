@@ -1,0 +1,124 @@
+"""What one attack cell produced (``AttackResult``) and the per-image views of it that scoring,
+artifacts and the baseline comparison share."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..attacks import Deployed
+from ..data.datasets import freeze
+from ..engine.session import AttackRun
+
+
+@dataclass
+class AttackResult:
+    """Everything one attack cell produced; ``metrics`` are what thresholds are checked against."""
+
+    attack: str
+    params: dict[str, Any]
+    model_uri: str
+    x_clean: np.ndarray
+    y_true: np.ndarray
+    x_adv: np.ndarray
+    clean_probabilities: np.ndarray
+    adversarial_probabilities: np.ndarray
+    metrics: dict[str, float] = field(default_factory=dict)
+    distances: dict[str, np.ndarray] = field(default_factory=dict)
+    run: AttackRun | None = None
+    # Identity of the matrix cell, which thresholds are keyed by.
+    architecture: str = ""
+    defense: str = "none"
+    threat_model: str = ""
+    # Deployed attacks (the patch): x_adv[i] derives from x_clean[deployed.source_index[i]].
+    deployed: Deployed | None = None
+    defense_params: dict[str, Any] = field(default_factory=dict)
+    # What the defended model saw, for the evidence grid (e.g. the JPEG-compressed input): a
+    # Deferred, computed only when the grid is drawn (not when its picture is cached).
+    defended_inputs: Any = None
+    undefended: "AttackResult | None" = None  # for a defended result: the result it defends
+    log_prefix: str = ""  # the prefix its metrics were logged under in the test's run
+    # How many images each proportion is over (for confidence intervals and confidence = floors).
+    sample_sizes: dict[str, int] = field(default_factory=dict)
+    # What crafted the examples: (recipe, defence key, classifier or None for the undefended model,
+    # the builder of the model behind the defense's compiled form or None).
+    crafted_on: tuple | None = None
+    # Transfer cells (examples crafted on another model): where the examples came from.
+    source_architecture: str = ""
+    source_model_uri: str = ""
+    examples_uri: str = ""  # runs:/ID/ARTIFACT when read back from another MLflow run
+
+    @property
+    def clean_predictions(self) -> np.ndarray:
+        return self.clean_probabilities.argmax(axis=1)
+
+    @property
+    def adversarial_predictions(self) -> np.ndarray:
+        return self.adversarial_probabilities.argmax(axis=1)
+
+    @property
+    def source_index(self) -> np.ndarray:
+        return self.deployed.source_index if self.deployed is not None else np.arange(len(self.x_adv))
+
+    @property
+    def modified(self) -> np.ndarray:
+        """Which adversarial-set images carry the attack (all, except for deployed attacks)."""
+        return self.deployed.modified if self.deployed is not None else np.ones(len(self.x_adv), dtype=bool)
+
+    @property
+    def y_adversarial(self) -> np.ndarray:
+        return self.y_true[self.source_index]
+
+
+class Deferred:
+    """An array computed on first use and identified beforehand by ``key`` (what determines it),
+    so that a cached picture of it needs neither the array nor what computes it."""
+
+    def __init__(self, key: tuple, compute: Callable[[], np.ndarray]):
+        self.key = key
+        self._compute = compute
+        self._value: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def __array__(self, dtype=None, copy=None):
+        value = self()
+        return value if dtype is None else value.astype(dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def identity_index(n: int) -> np.ndarray:
+    """``arange(n)``, one read-only array per n (so its content digest is remembered)."""
+    index = np.arange(n)
+    freeze(index)
+    return index
+
+
+@functools.lru_cache(maxsize=32)
+def all_modified(n: int) -> np.ndarray:
+    flags = np.ones(n, dtype=bool)
+    freeze(flags)
+    return flags
+
+
+def correctness(result: AttackResult) -> dict[str, np.ndarray]:
+    """Per-image correctness behind the paired metrics (a randomised defense: its first prediction draw)."""
+    correct = {"clean_accuracy": result.clean_predictions == result.y_true,
+               "adversarial_accuracy": result.adversarial_predictions == result.y_adversarial}
+    if result.defense != "none":
+        correct["defended_accuracy"] = correct["adversarial_accuracy"]
+    return correct
+
+
+GRID_ROWS = 8
+
+
+def grid_rows(result: AttackResult) -> np.ndarray:
+    """The first few adversarial-set images that carry the attack."""
+    return np.flatnonzero(result.modified)[:GRID_ROWS]

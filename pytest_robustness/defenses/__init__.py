@@ -1,0 +1,1 @@
+"""Named defenses: preprocessors, adversarial and patch training, randomised ones; compiled/ holds their TensorFlow forms."""

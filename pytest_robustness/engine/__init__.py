@@ -1,0 +1,1 @@
+"""The one owner of a pytest session's state: data, model slots, classifiers, attack runs, the memo, progress."""

@@ -1,0 +1,1 @@
+"""What a cell's numbers are: metric arithmetic, their names, and the statistics of a verdict."""

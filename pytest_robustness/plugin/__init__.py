@@ -1,0 +1,1 @@
+"""pytest glue: the entry point, the one plugin object, hookspecs, fixtures, which tests are ours and their order."""

@@ -1,0 +1,1 @@
+"""MLflow bookkeeping: session and cell runs, server health, quoted searches, orphaned runs, claims."""
