@@ -149,8 +149,9 @@ def slow_families(model, classifier, x, y, quick):
     from art.estimators.classification import TensorFlowV2Classifier
 
     from pytest_robustness.attacks.compiled.deepfool import deepfool
-    from pytest_robustness.defenses.catalog import bpda, get_defense
+    from pytest_robustness.defenses.catalog import get_defense
     from pytest_robustness.defenses.compiled.preprocessors import bpda_model
+    from pytest_robustness.defenses.defense import bpda
     from pytest_robustness.defenses.randomised import with_eot
 
     rows, logits = [], classifier.model

@@ -55,7 +55,7 @@ MOVED = {
     "model_loading": "models.loading",
     "model_registry": "models.registered",
     "model_settings": "options.model_options",
-    "model_slots": "engine.slots",
+    "model_slots": "engine.slot_models",
     "model_uris": "models.uris",
     "ordering": "plugin.ordering",
     "orphans": "tracking.orphans",

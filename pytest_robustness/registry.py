@@ -23,10 +23,11 @@ from .attacks import ATTACKS, AttackSpec
 from .attacks.base import Constraint, Deployer
 from .attacks.define import Generate, define_attack
 from .data.datasets import BUILTIN_DATASETS, DatasetSource
-from .defenses.catalog import APPLY, DEFENSES, Defense, training_recipe
-from .defenses.patch_training import PATCH_TRAINING
+from .defenses.catalog import DEFENSES
+from .defenses.defense import APPLY, Defense
 from .errors import RobustnessUsageError
 from .models.architectures import ARCHITECTURES, Architecture
+from .models.recipes import register_recipe
 from .params import Param, resolve
 
 ENTRY_POINT_GROUP = "pytest_robustness"
@@ -158,7 +159,7 @@ class Registry:
                 def trained(session, model, architecture, training, *, params, _train=train):
                     return dict(_train(session, model, architecture, training, params=params) or {})
 
-                defense = Defense(name, schema, recipe=lambda resolved: training_recipe(name, trained, resolved, defaults),
+                defense = Defense(name, schema, recipe=lambda resolved: register_recipe(name, trained, resolved, defaults),
                                   constraints=tuple(constraints), doc=doc)
         defense.resolve({})
         return self._add("defense", defense.name, defense, where)
@@ -205,7 +206,7 @@ def register_builtins(registry: Registry) -> None:
     registry._context = BUILTIN
     for spec in ATTACKS.values():
         registry.add_attack(spec)
-    for defense in (*DEFENSES.values(), PATCH_TRAINING):
+    for defense in DEFENSES.values():
         registry.add_defense(defense)
     for arch in ARCHITECTURES.values():
         registry.add_architecture(arch)

@@ -18,8 +18,8 @@ import tensorflow as tf
 from pytest_robustness.attacks import compiled
 from pytest_robustness.attacks.base import seed_everything
 from pytest_robustness.data.datasets import load_builtin_mnist
-from pytest_robustness.defenses.catalog import PGD_DEFAULTS, art_pgd_training
 from pytest_robustness.defenses.compiled.pgd_training import madry_pgd_fit
+from pytest_robustness.defenses.pgd_training import PGD_DEFAULTS, art_pgd_training
 from pytest_robustness.models.adapter import adapt
 from pytest_robustness.models.architectures import get_architecture
 from pytest_robustness.models.training import TrainingParams, compile_model, fit, make_optimizer

@@ -16,8 +16,9 @@ from art.defences.preprocessor import SpatialSmoothing
 
 from pytest_robustness.attacks import compiled
 from pytest_robustness.data.datasets import load_builtin_mnist
-from pytest_robustness.defenses.catalog import bpda, get_defense
+from pytest_robustness.defenses.catalog import get_defense
 from pytest_robustness.defenses.compiled.preprocessors import bpda_model, median_filter
+from pytest_robustness.defenses.defense import bpda
 from pytest_robustness.models.architectures import get_architecture
 from pytest_robustness.models.classifiers import make_classifier
 

@@ -11,7 +11,7 @@ from typing import Mapping
 import numpy as np
 
 from ..data.datasets import content_digest
-from . import pictures as evidence
+from . import pictures
 from .result import AttackResult, Deferred, grid_rows
 
 EVIDENCE_VERSION = 1  # bump when the evidence pictures change: it keys the cached PNGs
@@ -39,13 +39,13 @@ def log_examples(tracker, run_id: str, cache, result: AttackResult, prefix: str 
         patches = result.run.x_adv
         key = cache.key("patch.png", EVIDENCE_VERSION, content_digest(patches))
         with cache.file(key, f"{prefix}patch.png",
-                        lambda path: path.write_bytes(evidence.patch_png(patches))) as png:
+                        lambda path: path.write_bytes(pictures.patch_png(patches))) as png:
             tracker.log_artifact(run_id, png)
     columns = sample_columns(result, undefended, class_names)
     key = cache.key("samples.png", EVIDENCE_VERSION,
                     [(title, images.key if isinstance(images, Deferred) else content_digest(images), list(captions))
                      for title, images, captions in columns])
-    with cache.file(key, f"{prefix}samples.png", lambda path: path.write_bytes(evidence.sample_grid_png(
+    with cache.file(key, f"{prefix}samples.png", lambda path: path.write_bytes(pictures.sample_grid_png(
             [(title, np.asarray(images), captions) for title, images, captions in columns]))) as png:
         tracker.log_artifact(run_id, png)
 

@@ -2,7 +2,8 @@
 
 Read back from an earlier gated MLflow run of that cell (tagged with its ``cell_key``, with the
 per-image correctness in ``correctness.npz``) when there is one, else computed now the same way.
-A mixin of ``evaluation.Robustness``: it uses the cell's crafting, defending and judging.
+Built on the cell's ``Crafter`` (crafting, judging) and ``Defender``; ``cell_key`` is the one digest of
+a cell's identity.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ import numpy as np
 
 from ..attacks import get_attack
 from ..defenses.catalog import get_defense
-from ..engine.slots import BASELINE
 from ..metrics import statistics
 from ..metrics.names import DEFENSE_METRICS, KNOWN_METRICS, PAIRED_METRICS
+from ..models.slot import BASELINE
+from ..options.thresholds import Cell
 from ..tracking.search import all_of, equals
+from .crafting import Crafter
+from .defended import Defender
 from .result import AttackResult, correctness
 
 CORRECTNESS_FILE = "correctness.npz"
@@ -31,40 +35,48 @@ def correctness_npz(correct: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-class BaselineCell:
-    """The cell's identity apart from the model (``cell_key``) and the baseline's metrics on it."""
+def cell_key(session, cell: Cell, samples: int, source=()) -> str:
+    """Identity of a cell's numbers apart from the model: attack, parameters, defense, data, seed, sample
+    count, backend (and, through the cache key, the library versions; for transfer cells, ``source``:
+    where the examples came from)."""
+    return session.cache.key("cell", cell.attack, sorted(cell.params.items()), cell.defense,
+                             sorted(cell.defense_params.items()), cell.threat_model, session.dataset.digest,
+                             session.settings.seed, samples, cell.architecture, session.settings.attack_backend,
+                             *(source if any(source) else []))
+
+
+class Baseline:
+    """The ``--baseline-uri`` model's metrics (and per-image correctness) on the cell a test just measured."""
+
+    def __init__(self, crafter: Crafter, defender: Defender):
+        self.crafter = crafter
+        self.defender = defender
+        self.session = crafter.session
 
     def cell_key(self, result: AttackResult) -> str:
-        """Identity of a cell's numbers apart from the model: attack, parameters, defense, data, seed,
-        backend (and, through the cache key, the library versions; for transfer cells, where the examples
-        came from)."""
-        source = [result.source_architecture, result.source_model_uri, result.examples_uri]
-        return self.session.cache.key("cell", result.attack, sorted(result.params.items()), result.defense,
-                                      sorted(result.defense_params.items()), result.threat_model,
-                                      self.dataset.digest, self.seed, len(result.x_clean), self.architecture,
-                                      self.session.settings.attack_backend, *(source if any(source) else []))
+        return cell_key(self.session, result.cell, len(result.x_clean),
+                        [result.source_architecture, result.source_model_uri, result.examples_uri])
 
-    def baseline_metrics(self, result: AttackResult) -> dict[str, float] | None:
-        return self._baseline(result)[0]
-
-    def _baseline(self, result: AttackResult) -> tuple[dict[str, float] | None, dict[str, np.ndarray] | None]:
+    def metrics_and_correctness(self, result: AttackResult) -> tuple[dict[str, float] | None,
+                                                                     dict[str, np.ndarray] | None]:
         """The baseline model's metrics on the same cell, and its per-image correctness: from an earlier
         MLflow run that computed them (e.g. when the baseline was itself the candidate), else computed now."""
-        stored = self._stored_cell_metrics(self.cell_key(result), self.registered_model(BASELINE).uri)
+        baseline = self.crafter.slot(BASELINE)
+        stored = self._stored_cell_metrics(self.cell_key(result), self.session.model(baseline.architecture, BASELINE).uri)
         if stored is not None:
             return stored
         if result.source_model_uri:  # a transfer cell: the baseline on the very same examples
-            judged = self._judge(result, BASELINE)
+            judged = self.crafter.judge(result, baseline)
             return judged.metrics, correctness(judged)
         spec = get_attack(result.attack)
         resolved = spec.resolve({k: v for k, v in result.params.items() if k in spec.schema})
         if result.defense == "none":
-            base = self._craft(spec, resolved, recipe=BASELINE)
+            base = self.crafter.craft(spec, resolved, baseline)
             return base.metrics, correctness(base)
         if result.undefended is None or get_defense(result.defense).training_recipe(result.defense_params):
             return None, None  # adversarially trained variants are derived from the candidate: no baseline cell
-        base = self._craft(spec, resolved, recipe=BASELINE)
-        defended = self._defend(base, result.defense, result.threat_model, result.defense_params, BASELINE)
+        base = self.crafter.craft(spec, resolved, baseline)
+        defended = self.defender.defended(base, result.defense, result.threat_model, result.defense_params, BASELINE)
         return defended.metrics, correctness(defended)
 
     def _stored_cell_metrics(self, cell_key: str, model_uri: str):

@@ -5,59 +5,66 @@ go to that run and to the JUnit test case as properties; the examples they were
 computed on go to the run as ``adversarial_examples.npz`` so anyone can
 recompute them with ART and the registered model.
 
-The cell API lives here; scoring (``scoring``), the cell's artifacts
-(``cell_artifacts``), defended cells (``defended_cells``), the baseline look-up
-(``baselines``) and transfer cells (``transfer_cells``) have their own modules.
+The cell is composed of small parts, each with its own module: ``Crafter`` (crafting
+and scoring on a model slot), ``CellRun`` (the MLflow run and JUnit record),
+``Defender`` (defended cells), ``Transfers`` (examples crafted elsewhere) and
+``Baseline`` (the baseline's numbers on the same cell). Here: the API suites call,
+and the verdict.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
 from typing import Any, Mapping
 
 import pytest
 
 from ..attacks import get_attack
-from ..attacks.base import seed_everything
-from ..engine.session import RobustnessSession
-from ..engine.slots import BASELINE
 from ..errors import RobustnessUsageError
 from ..metrics import statistics
-from ..metrics.names import DEFENSE_METRICS, JUNIT_METRICS
+from ..metrics.names import JUNIT_METRICS
+from ..models.slot import BASELINE
 from ..options.thresholds import Bound, Cell, check_bounds
 from ..params import case_id
-from . import artifacts as cell_artifacts
-from . import masking, patch_control
-from .baseline import CORRECTNESS_FILE, BaselineCell, correctness_npz
-from .defended import DefendedCell
+from . import masking
+from .baseline import CORRECTNESS_FILE, Baseline, correctness_npz
+from .cell_run import CellRun
+from .crafting import Crafter
+from .defended import Defender
+from .phases import PhaseTimer
 from .result import AttackResult, correctness
-from .scoring import score
-from .transfer import TransferCell
+from .transfer import Transfers
 
 
-class Robustness(TransferCell, DefendedCell, BaselineCell):
+class Robustness:
     """Handed to each suite test: its architecture's model, data, classifier and MLflow run."""
 
-    def __init__(self, session: RobustnessSession, item: pytest.Item, architecture: str):
+    def __init__(self, session, item: pytest.Item, architecture: str):
         self.session = session
         self.item = item
         self.architecture = architecture
-        self.run_id: str | None = None
-        self.results: list[AttackResult] = []
-        self.seconds: dict[str, float] = {}  # phase -> wall time spent in it (the benchmark reads them back)
+        self.timer = PhaseTimer(session)
+        self.cell_run = CellRun(session, item, architecture, self.timer)
+        self.crafter = Crafter(session, architecture, self.timer)
+        self.defender = Defender(self.crafter, self.cell_run)
+        self.transfers = Transfers(self.crafter, self.cell_run)
+        self.baseline = Baseline(self.crafter, self.defender)
 
-    @contextlib.contextmanager
+    @property
+    def run_id(self) -> str | None:
+        return self.cell_run.run_id
+
+    @property
+    def results(self) -> list[AttackResult]:
+        return self.cell_run.results
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Phase -> wall time spent in it (the benchmark reads them back from the run's tags)."""
+        return self.timer.seconds
+
     def timed(self, phase: str):
         """Add the time spent inside to ``phase``; model training it triggered counts as ``train``."""
-        started, trained = time.perf_counter(), self.session.training_seconds
-        try:
-            yield
-        finally:
-            trained = self.session.training_seconds - trained
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started - trained
-            if trained:
-                self.seconds["train"] = self.seconds.get("train", 0.0) + trained
+        return self.timer.timed(phase)
 
     # -- what the test works on ----------------------------------------------------------
     @property
@@ -77,45 +84,32 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
     def eval_set(self):
         return self.session.eval_set(self.architecture)
 
-    # -- the MLflow run of this test -----------------------------------------------------
+    # -- the MLflow run of this test (``CellRun``) -------------------------------------------
     def ensure_run(self) -> str:
-        if self.run_id is None:
-            tracker = self.session.tracker
-            self.run_id = tracker.start_child_run(self.item.name, {
-                "robustness.nodeid": self.item.nodeid, "robustness.architecture": self.architecture,
-                "robustness.kind": "test"}, buffered=True)
-            _, _, input_range = self.session.adaptation(self.architecture)
-            model_output = self.session.model_output(self.architecture)
-            tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.seed,
-                                             **self.session.dataset.params,
-                                             "attack_backend": self.session.settings.attack_backend,
-                                             "model_output": model_output,
-                                             "input_range": ",".join(f"{v:g}" for v in input_range)})
-        return self.run_id
+        return self.cell_run.ensure_run()
 
     def record(self, name: str, value: Any) -> None:
         """One JUnit property on this test case (it travels with the report under xdist)."""
-        self.item.user_properties.append((name, value))
+        self.cell_run.record(name, value)
 
-    # JUnit first, MLflow second: a fault of the tracking server loses nothing from the report.
     def log_metrics(self, values: Mapping[str, float], junit: bool = True) -> None:
-        if junit:
-            for name, value in values.items():
-                self.record(name, round(float(value), 6))
-        self.session.tracker.log_metrics(self.ensure_run(), values)
+        self.cell_run.log_metrics(values, junit)
 
     def log_params(self, params: Mapping[str, Any], junit: bool = True) -> None:
-        if junit:
-            for name, value in params.items():
-                self.record(name, value)
-        self.session.tracker.log_params(self.ensure_run(), params)
+        self.cell_run.log_params(params, junit)
+
+    def log_result(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
+        self.cell_run.log_result(result, prefix, undefended)
+
+    def log_examples(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
+        self.cell_run.log_examples(result, prefix, undefended)
 
     # -- attacks ---------------------------------------------------------------------------
     def attack(self, name: str, recipe: str = "", *, max_samples: int | None = None, **params: Any) -> AttackResult:
         """Run (or reuse) attack ``name`` on this test's model and log the cell. ``max_samples`` caps the
         attacked images for an attack too slow for the whole set (an explicit ``--samples`` wins)."""
         spec = get_attack(name)
-        result = self._craft(spec, spec.resolve(params), recipe=recipe, max_samples=max_samples)
+        result = self.crafter.craft(spec, spec.resolve(params), self.crafter.slot(recipe), max_samples=max_samples)
         self.log_result(result)
         return result
 
@@ -123,76 +117,29 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
         """Attack ``name``'s result (shared memo and cache), not logged: to compare another cell's
         result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s."""
         spec = get_attack(name)
-        return self._craft(spec, spec.resolve(params), recipe=recipe)
+        return self.crafter.craft(spec, spec.resolve(params), self.crafter.slot(recipe))
 
-    def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
-               defence_key: str = "", attack_model=None, max_samples: int | None = None) -> AttackResult:
-        """Examples of attack ``spec`` (memoised/cached generation, then any deployment), scored
-        by ``classifier`` (default: the recipe's undefended classifier), which they were crafted on."""
-        x, y = self.eval_set()
-        if max_samples and not self.session.settings.samples:
-            x, y = x[:max_samples], y[:max_samples]
-        source = self.dataset.x_train if spec.generate_on == "train" else x
-        with self.timed("craft_adaptive" if defence_key or recipe else "craft"):
-            run = self.session.attack_run(self.architecture, spec.name, resolved, source, recipe=recipe,
-                                          classifier=classifier, defence_key=defence_key, attack_model=attack_model)
-            deployed = self.session.deployment(run, x, resolved) if spec.deploy is not None else None
-        params = {**resolved, **run.extra_params}
-        seed_everything(self.seed)  # randomised defenses (Gaussian noise) predict reproducibly
-        scorer = classifier or self.session.predictor(self.architecture, recipe)
-        with self.timed("score"):
-            result = score(spec.name, params, self.registered_model(recipe).uri, x, y,
-                           deployed.x if deployed is not None else run.x_adv, scorer, run, deployed,
-                           params.get("patch_target"), memo=self._score_memo(recipe, defence_key))
-        result.architecture = self.architecture
-        result.crafted_on = (recipe, defence_key, classifier, attack_model)
-        if deployed is not None:
-            with self.timed("score"):
-                self._add_control(result, spec, params, scorer, recipe, defence_key)
-        return result
+    def defend(self, result: AttackResult, defense: str, threat_model: str = "oblivious", **params: Any) -> AttackResult:
+        """``result``'s attack under ``defense`` for one threat model, logged beside it (``Defender.defend``)."""
+        return self.defender.defend(result, defense, threat_model, **params)
 
-    def _add_control(self, result: AttackResult, spec, params: dict[str, Any], classifier, recipe: str,
-                     defence_key: str) -> None:
-        """A patch cell's random-noise control, deployed the same way, scored by the same classifier."""
-        values = patch_control.control_metrics(
-            self._score_memo(recipe, defence_key), spec, result.run.x_adv, result.x_clean, result.y_true,
-            result.clean_predictions, params, self.seed, classifier, params.get("patch_target"), result.metrics)
-        result.metrics.update(values)
-        result.metrics.update(statistics.intervals(values, result.sample_sizes))
+    def transfer(self, name: str, source_architecture: str, **params: Any) -> AttackResult:
+        """Attack ``name`` crafted on ``source_architecture``'s model, judged here (``Transfers.transfer``)."""
+        return self.transfers.transfer(name, source_architecture, **params)
 
-    def _score_memo(self, recipe: str, defence_key: str):
-        """Scores are a pure function of the classifier (weights, defences, seed) and the inputs."""
-        scoring = self.session.scoring_key(self.architecture, recipe, defence_key)
-        return lambda key, compute: self.session.memoised((*scoring, *key), compute)
+    def transfer_from_baseline(self, name: str, **params: Any) -> AttackResult:
+        """Attack ``name`` crafted on the ``--baseline-uri`` model, judged here (``Transfers``)."""
+        return self.transfers.transfer_from_baseline(name, **params)
 
-    # -- logging -------------------------------------------------------------------------------
-    def log_result(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
-        """Params, metrics and evidence of ``result``; with ``prefix`` (a defended result beside
-        its undefended one in the same run) every name gets it, except the defense's own metrics."""
-        with self.timed("log"):
-            self._log_result(result, prefix, undefended)
+    def infer(self, run_id: str, artifact: str = "adversarial_examples.npz") -> AttackResult:
+        """Dioptra's ``infer``: this model on the adversarial set another run logged (``Transfers.infer``)."""
+        return self.transfers.infer(run_id, artifact)
 
-    def _log_result(self, result: AttackResult, prefix: str, undefended: AttackResult | None) -> None:
-        self.results.append(result)
-        result.log_prefix = prefix
-        params = {f"{prefix}{k}": v for k, v in {
-            "attack": result.attack, "model_uri": result.model_uri, "samples": len(result.x_clean),
-            **{f"{result.attack}.{k}": v for k, v in result.params.items()}}.items()}
-        named = {(k if k in DEFENSE_METRICS else f"{prefix}{k}"): v for k, v in result.metrics.items()}
-        tags = {f"robustness.{prefix}examples": result.run.reused or "computed"} if result.run is not None else {}
-        for name, value in params.items():  # the JUnit report first: it holds whatever MLflow loses
-            self.record(name, value)
-        for name, value in named.items():
-            if name in JUNIT_METRICS or name.removeprefix(prefix) in JUNIT_METRICS:
-                self.record(name, round(float(value), 6))
-        # One round trip to the tracking store per result, not one per kind of record.
-        self.session.tracker.log_batch(self.ensure_run(), params=params, metrics=named, tags=tags)
-        self.log_examples(result, prefix, undefended)
+    def baseline_metrics(self, result: AttackResult) -> dict[str, float] | None:
+        return self.baseline.metrics_and_correctness(result)[0]
 
-    def log_examples(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
-        """Examples, per-image distances and evidence PNGs (``cell_artifacts``) into this test's run."""
-        cell_artifacts.log_examples(self.session.tracker, self.ensure_run(), self.session.cache, result, prefix,
-                                    undefended, self.dataset.class_names)
+    def cell_key(self, result: AttackResult) -> str:
+        return self.baseline.cell_key(result)
 
     # -- verdict -----------------------------------------------------------------------------
     def check(self, result: AttackResult | Mapping[str, float], **floors: float) -> None:
@@ -205,11 +152,10 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
                 pytest.fail(f"{self.item.name}: " + "; ".join(failures), pytrace=False)
             return
         settings = self.session.settings
-        cell = Cell(result.attack, result.params, self.architecture, result.defense, result.threat_model,
-                    result.source_architecture)
+        cell = result.cell
         bounds = self.session.thresholds.bounds_for(cell, result.metrics, floors)
-        baseline, baseline_correct = (self._baseline(result) if settings.baseline_uri_for(self.architecture)
-                                      else (None, None))
+        baseline, baseline_correct = (self.baseline.metrics_and_correctness(result)
+                                      if settings.baseline_uri_for(self.architecture) else (None, None))
         paired_failures, notes = [], []
         if baseline is not None:
             tolerance, origin = self.session.thresholds.max_regression_for(cell)
@@ -255,25 +201,25 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
         settings = self.session.settings
         if settings.gradient_masking == "off" or result.crafted_on is None:
             return ""
-        recipe, defence_key, classifier, attack_model = result.crafted_on
+        slot = result.crafted_on
         n = min(masking.PROBE_IMAGES, len(result.x_clean))
         x, y = result.x_clean[:n], result.y_true[:n]
 
         def model():  # logits (behind the defense's compiled form, if any): the kernels' loss is on logits
-            if attack_model is not None:
-                return attack_model()
-            return self.session.classifier(self.architecture, recipe).model
+            if slot.attack_model is not None:
+                return slot.attack_model()
+            return self.session.classifier(slot.architecture, slot.recipe).model
 
         # The compiled kernels where the cell's own attack could use them, else ART's classes (BPDA, EoT)
-        compiled = settings.attack_backend == "compiled" and (not defence_key or attack_model is not None)
-        probe = masking.Probe(self._score_memo(recipe, defence_key),
-                              classifier or self.session.lazy_classifier(self.architecture, recipe), model, x, y,
-                              self.seed, compiled=compiled)
+        compiled = settings.attack_backend == "compiled" and (not slot.defense_key or slot.attack_model is not None)
+        probe = masking.Probe(self.session.score_memo(slot),
+                              slot.classifier or self.session.lazy_classifier(slot.architecture, slot.recipe), model,
+                              x, y, self.seed, compiled=compiled)
         with self.timed("probe"):
             values, findings = masking.assess(probe, masking.cell_eps(result.params))
         line = masking.verdict(findings)
         self.log_metrics(values, junit=False)
-        self.session.tracker.set_tags(self.ensure_run(), {
+        self.cell_run.set_tags({
             "robustness.gradient_masking": ", ".join(f.check for f in findings) or "none suspected",
             **({"robustness.gradient_masking_detail": line} if line else {})})
         self.record("robustness.gradient_masking", ", ".join(f.check for f in findings) or "none suspected")
@@ -313,20 +259,3 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
         except RobustnessUsageError:
             return ""
 
-    # -- transfer (transfer_cells.TransferCell has the public methods) ------------------------------
-    def _judge(self, crafted: AttackResult, recipe: str = "") -> AttackResult:
-        """This cell's model (``recipe``'s slot) scored on ``crafted``'s examples as they are."""
-        seed_everything(self.seed)
-        with self.timed("score"):
-            judged = score(crafted.attack, crafted.params, self.registered_model(recipe).uri, crafted.x_clean,
-                           crafted.y_true, crafted.x_adv, self.session.predictor(self.architecture, recipe),
-                           crafted.run, crafted.deployed, crafted.params.get("patch_target"),
-                           memo=self._score_memo(recipe, ""))
-        judged.architecture = self.architecture
-        judged.source_architecture = crafted.source_architecture or crafted.architecture
-        judged.source_model_uri, judged.examples_uri = crafted.source_model_uri or crafted.model_uri, crafted.examples_uri
-        return judged
-
-
-
-__all__ = ["AttackResult", "Robustness", "score"]

@@ -14,8 +14,6 @@ its transforms from the seed in the same order for any patch content), and logs
 
 from __future__ import annotations
 
-from typing import Any, Mapping
-
 import numpy as np
 
 from ..attacks.patch_deployment import paste, placements
@@ -23,6 +21,8 @@ from ..data.datasets import content_digest
 from ..metrics import formulas as m
 from ..metrics.names import CONTROL_METRICS  # noqa: F401  (re-exported: the names live with the other metrics')
 from ..models.predictors import predict_in_batches
+from .result import AttackResult
+from .scoring import Scorer
 
 CONTROL_VERSION = 2
 
@@ -35,15 +35,16 @@ def control_patches(patches: np.ndarray, seed: int) -> np.ndarray:
 BLOCK = 32  # control images pasted and predicted at a time: no copy of the whole deployed set
 
 
-def control_metrics(score_memo, spec, patches: np.ndarray, x: np.ndarray, y: np.ndarray, clean_pred: np.ndarray,
-                    resolved: Mapping[str, Any], seed: int, classifier, target: int | None,
-                    values: Mapping[str, float]) -> dict[str, float]:
-    """The control's metrics for a patch cell whose adversarial metrics are ``values``.
+def control_metrics(result: AttackResult, spec, scorer: Scorer, seed: int) -> dict[str, float]:
+    """The control's metrics for a patch cell ``result`` (the adversarial patches are its run's output).
 
-    Only the patched images differ from the clean set, whose predictions (``clean_pred``) are known:
-    the control images are pasted and predicted block by block, and ``score_memo`` (the classifier's)
-    keeps the numbers, so a warm re-run computes nothing.
+    Only the patched images differ from the clean set, whose predictions are known: the control
+    images are pasted and predicted block by block by ``scorer``, whose memo keeps the numbers, so
+    a warm re-run computes nothing.
     """
+    patches, x, y, clean_pred = result.run.x_adv, result.x_clean, result.y_true, result.clean_predictions
+    resolved, values, target = result.params, result.metrics, result.params.get("patch_target")
+    classifier, score_memo = scorer.classifier, scorer.memo
     deploy = tuple(sorted((k, resolved[k]) for k in spec.deploy_params))
     shape = tuple(np.shape(patches))
 

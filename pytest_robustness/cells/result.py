@@ -12,6 +12,8 @@ import numpy as np
 from ..attacks import Deployed
 from ..data.datasets import freeze
 from ..engine.session import AttackRun
+from ..models.slot import ModelSlot
+from ..options.thresholds import Cell
 
 
 @dataclass
@@ -43,13 +45,19 @@ class AttackResult:
     log_prefix: str = ""  # the prefix its metrics were logged under in the test's run
     # How many images each proportion is over (for confidence intervals and confidence = floors).
     sample_sizes: dict[str, int] = field(default_factory=dict)
-    # What crafted the examples: (recipe, defence key, classifier or None for the undefended model,
-    # the builder of the model behind the defense's compiled form or None).
-    crafted_on: tuple | None = None
+    # The model slot the examples were crafted on (its recipe, defense, classifier, compiled form).
+    crafted_on: ModelSlot | None = None
     # Transfer cells (examples crafted on another model): where the examples came from.
     source_architecture: str = ""
     source_model_uri: str = ""
     examples_uri: str = ""  # runs:/ID/ARTIFACT when read back from another MLflow run
+
+    @property
+    def cell(self) -> Cell:
+        """The identity of the matrix cell these numbers belong to: what thresholds select and the
+        baseline's ``cell_key`` digests."""
+        return Cell(self.attack, self.params, self.architecture, self.defense, self.threat_model,
+                    self.source_architecture, self.defense_params)
 
     @property
     def clean_predictions(self) -> np.ndarray:
@@ -71,6 +79,26 @@ class AttackResult:
     @property
     def y_adversarial(self) -> np.ndarray:
         return self.y_true[self.source_index]
+
+
+@dataclass
+class Examples:
+    """Adversarial examples with what they were made from: what ``scoring.score`` reads of them, whoever
+    crafted them (this session's attack run, or another MLflow run whose examples were read back)."""
+
+    attack: str
+    params: dict[str, Any]
+    model_uri: str  # the model they were crafted on, when known
+    x_clean: np.ndarray
+    y_true: np.ndarray
+    x_adv: np.ndarray
+    deployed: Deployed | None = None
+    architecture: str = ""
+    source_architecture: str = ""
+    source_model_uri: str = ""
+    examples_uri: str = ""
+    run: AttackRun | None = None
+    adversarial_probabilities: None = field(default=None, repr=False)  # the source model's: unknown
 
 
 class Deferred:

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
-from ..attacks import Deployed
 from ..data.datasets import content_digest
-from ..engine.session import AttackRun
 from ..metrics import formulas as m
 from ..metrics import statistics
 from ..models.predictors import predict_in_batches
-from .result import AttackResult, all_modified, identity_index
+from .result import AttackResult, Examples, all_modified, identity_index
 
 SCORE_VERSION = 2  # 2: keyed by one digest per array (each array is hashed once per session)
 
 
-def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_true, x_adv, classifier,
-          run: AttackRun | None = None, deployed: Deployed | None = None, target: int | None = None,
-          *, memo: Callable[[tuple, Callable[[], dict]], dict] | None = None) -> AttackResult:
+@dataclass(frozen=True)
+class Scorer:
+    """A model slot as scoring sees it: the URI results name, the classifier that predicts, and the
+    memo its numbers are kept in (``memo(key, compute)``, keyed by the slot: weights, defense, seed)."""
+
+    model_uri: str
+    classifier: Any
+    memo: Callable[[tuple, Callable[[], dict]], dict] | None = None
+
+
+def score(examples: Examples | AttackResult, scorer: Scorer) -> AttackResult:
     """Predict clean and adversarial sets once and derive every metric from those predictions.
 
     For a deployed attack the adversarial set is the deployed one (Dioptra's
@@ -27,10 +34,12 @@ def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_tru
     clean images too); ``patched_accuracy`` and ``targeted_success_rate`` (the
     fraction classified as ``target``) are measured on the patched images only.
 
-    ``memo(key, compute)`` (the session's content-addressed memo, keyed by the
-    classifier's weights, defences and seed) lets a re-run skip the prediction
+    ``scorer.memo`` (the session's content-addressed memo, keyed by the
+    classifier's weights, defense and seed) lets a re-run skip the prediction
     and the metric arithmetic: same inputs, same arrays, same numbers.
     """
+    x_clean, y_true, x_adv, deployed = examples.x_clean, examples.y_true, examples.x_adv, examples.deployed
+    target, classifier, memo = examples.params.get("patch_target"), scorer.classifier, scorer.memo
     source = deployed.source_index if deployed is not None else identity_index(len(x_adv))
     modified = deployed.modified if deployed is not None else all_modified(len(x_adv))
 
@@ -51,9 +60,9 @@ def score(attack: str, params: Mapping[str, Any], model_uri: str, x_clean, y_tru
     sizes = statistics.sample_sizes(y_true, y_true[source], parts["clean_probabilities"].argmax(1)[source],
                                     modified if deployed is not None else None, target)
     values.update(statistics.intervals(values, sizes))
-    return AttackResult(attack, dict(params), model_uri, x_clean, y_true, x_adv, parts["clean_probabilities"],
-                        parts["adversarial_probabilities"], values, distances, run, deployed=deployed,
-                        sample_sizes=sizes)
+    return AttackResult(examples.attack, dict(examples.params), scorer.model_uri, x_clean, y_true, x_adv,
+                        parts["clean_probabilities"], parts["adversarial_probabilities"], values, distances,
+                        examples.run, deployed=deployed, sample_sizes=sizes)
 
 
 def _metrics(y_true, clean_p, adv_p, source, modified, target, distances) -> dict[str, float]:

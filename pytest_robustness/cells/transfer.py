@@ -3,14 +3,13 @@
 ``transfer`` (the matrix: crafted on another architecture's model, the very examples its own
 cells craft), ``transfer_from_baseline`` (crafted on the ``--baseline-uri`` model, read back
 from its gated MLflow runs when there are any) and ``infer`` (Dioptra's entry point: the
-adversarial set any MLflow run logged). A mixin of ``evaluation.Robustness``: it uses the
-cell's crafting, judging and logging, and imports nothing from that module.
+adversarial set any MLflow run logged). Built on the cell's ``Crafter`` (crafting and judging)
+and ``CellRun`` (logging).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -19,10 +18,15 @@ import pytest
 from ..attacks import Deployed, get_attack
 from ..data.adversarial_sets import read_run_examples
 from ..data.datasets import content_digest
-from ..engine.slots import BASELINE
 from ..errors import RobustnessUsageError
+from ..models.slot import BASELINE
+from ..options.thresholds import Cell
 from ..params import case_id
 from ..tracking.search import all_of, equals, search_runs
+from .baseline import cell_key
+from .cell_run import CellRun
+from .crafting import Crafter
+from .result import Examples
 
 # Tags of a transfer cell's run: the session's matrix (transfer.py) is built from them.
 SETTING_TAG = "robustness.transfer_setting"  # e.g. "fgm linf-eps0.3": one heatmap per setting
@@ -39,28 +43,13 @@ def transfer_rate(y_adversarial: np.ndarray, source_predictions: np.ndarray, tar
     return float(np.mean(target_predictions[fools_source] != y_adversarial[fools_source]))
 
 
-@dataclass
-class Examples:
-    """Adversarial examples this session did not craft (read back from an MLflow run), with what
-    judging them needs of an ``AttackResult``."""
+class Transfers:
+    """Transfer, transfer from the baseline, and Dioptra's ``infer`` for one cell."""
 
-    attack: str
-    params: dict[str, Any]
-    model_uri: str  # the model they were crafted on, when known
-    x_clean: np.ndarray
-    y_true: np.ndarray
-    x_adv: np.ndarray
-    deployed: Deployed | None = None
-    architecture: str = ""
-    source_architecture: str = ""
-    source_model_uri: str = ""
-    examples_uri: str = ""
-    run: None = None
-    adversarial_probabilities: None = field(default=None, repr=False)  # the source model's: unknown
-
-
-class TransferCell:
-    """Mixed into ``Robustness``: transfer, transfer from the baseline, and Dioptra's ``infer``."""
+    def __init__(self, crafter: Crafter, cell_run: CellRun):
+        self.crafter = crafter
+        self.cell_run = cell_run
+        self.session = crafter.session
 
     def transfer(self, name: str, source_architecture: str, **params: Any) -> Any:
         """Attack ``name`` crafted on ``source_architecture``'s model and judged by this cell's model.
@@ -69,32 +58,34 @@ class TransferCell:
         ``attack_run``: same memo and cache keys), so a transfer matrix costs predictions only.
         Logs ``transfer_rate``, ``source_model_uri`` and the matrix tags the session's heatmaps read."""
         spec = get_attack(name)
-        source = type(self)(self.session, self.item, source_architecture)
-        crafted = source._craft(spec, spec.resolve(params))
-        for phase, seconds in source.seconds.items():  # the source's crafting is this cell's time
-            self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
-        return self._log_transfer(self._judge(crafted), crafted, f"{name} {case_id(spec.schema, params)}".strip())
+        # The source's crafting is timed as this cell's: the same timer.
+        source = Crafter(self.session, source_architecture, self.crafter.timer)
+        crafted = source.craft(spec, spec.resolve(params))
+        return self._log_transfer(self.crafter.judge(crafted), crafted,
+                                  f"{name} {case_id(spec.schema, params)}".strip())
 
     def transfer_from_baseline(self, name: str, **params: Any) -> Any:
         """Attack ``name`` crafted on the ``--baseline-uri`` model, judged by this cell's candidate:
         last release's adversarial set as a fixed regression set. The examples are read back from
         the baseline's own gated run of the cell (its ``adversarial_examples.npz``: same cell, data
         and seed) when there is one, else crafted. Skips the test without ``--baseline-uri``."""
-        if not self.session.settings.baseline_uri_for(self.architecture):
+        if not self.session.settings.baseline_uri_for(self.crafter.architecture):
             pytest.skip("transfer from the baseline needs --baseline-uri")
         spec = get_attack(name)
         resolved = spec.resolve(params)
         stored = self._stored_baseline_examples(spec, resolved)
-        crafted = self._judge(stored, BASELINE) if stored is not None else self._craft(spec, resolved, recipe=BASELINE)
+        baseline = self.crafter.slot(BASELINE)
+        crafted = (self.crafter.judge(stored, baseline) if stored is not None
+                   else self.crafter.craft(spec, resolved, baseline))
         crafted.source_architecture, crafted.examples_uri = "baseline", stored.examples_uri if stored else ""
-        return self._log_transfer(self._judge(crafted), crafted)
+        return self._log_transfer(self.crafter.judge(crafted), crafted)
 
     def infer(self, run_id: str, artifact: str = "adversarial_examples.npz") -> Any:
         """Dioptra's ``infer``: this cell's model on the adversarial set that run ``run_id`` logged (any
         run, any session): our ``adversarial_examples.npz``, or a Dioptra tarball of PNG folders by
         label. A tarball holds no clean images: only adversarial metrics are logged, and the cell's
         ``adversarial_examples.npz`` carries the adversarial images as ``x_clean`` too."""
-        data = self.dataset
+        data = self.session.dataset
         found = read_run_examples(self.session.tracker.client, run_id, artifact, data.class_names, data.input_shape)
         logged = found.params
         attack = logged.get("attack", "")
@@ -109,7 +100,7 @@ class TransferCell:
             deployed = Deployed(found.x_adv, found.source_index, modified)
         crafted = Examples(attack, params, source_uri, x_clean, found.y_true, found.x_adv, deployed,
                            source_architecture=logged.get("architecture", ""), examples_uri=found.origin)
-        judged = self._judge(crafted)
+        judged = self.crafter.judge(crafted)
         if found.x_clean is None:  # nothing clean to compare with
             judged.distances = {}
             judged.metrics = {k: v for k, v in judged.metrics.items() if k.startswith("adversarial_")
@@ -123,12 +114,12 @@ class TransferCell:
             judged.metrics["transfer_rate"] = transfer_rate(judged.y_adversarial, crafted.adversarial_predictions,
                                                             judged.adversarial_predictions, judged.modified)
         source = {"source_architecture": judged.source_architecture, "source_model_uri": judged.source_model_uri}
-        self.log_params({**source, **({"examples_uri": judged.examples_uri} if judged.examples_uri else {})})
+        self.cell_run.log_params({**source, **({"examples_uri": judged.examples_uri} if judged.examples_uri else {})})
         tags = {SOURCE_TAG: judged.source_architecture, **({SETTING_TAG: setting} if setting else {})}
         if judged.run is None:  # nothing crafted here: the examples were read back from an MLflow run
             tags["robustness.examples"] = "mlflow"
-        self.session.tracker.set_tags(self.ensure_run(), tags)
-        self.log_result(judged)
+        self.cell_run.set_tags(tags)
+        self.cell_run.log_result(judged)
         return judged
 
     def _stored_baseline_examples(self, spec, resolved: Mapping[str, Any]) -> Examples | None:
@@ -136,8 +127,9 @@ class TransferCell:
         candidate): its parameters, data, seed and sample count must give this cell's key."""
         from mlflow.exceptions import MlflowException
 
-        tracker, uri = self.session.tracker, self.registered_model(BASELINE).uri
-        x, y = self.eval_set()
+        tracker, uri = self.session.tracker, self.session.model(self.crafter.architecture, BASELINE).uri
+        x, y = self.crafter.eval_set()
+        architecture, data = self.crafter.architecture, self.session.dataset
         runs = search_runs(tracker.client, [tracker.ensure_experiment()],
                            all_of(equals("tags", "robustness.cell_model", uri), equals("params", "attack", spec.name)),
                            order_by=["attributes.start_time DESC"])
@@ -146,13 +138,12 @@ class TransferCell:
             if any(_param_text(value) != logged.get(k) for k, value in resolved.items()):
                 continue
             params = {**{k: _parsed(v) for k, v in logged.items()}, **resolved}  # extras (patch_target) parsed
-            key = self.session.cache.key("cell", spec.name, sorted(params.items()), "none", [], "", self.dataset.digest,
-                                         self.seed, len(x), self.architecture, self.session.settings.attack_backend)
+            key = cell_key(self.session, Cell(spec.name, params, architecture), len(x))
             if run.data.tags.get("robustness.cell_key") != key or run.data.tags.get("robustness.cell_prefix", ""):
                 continue
             try:
                 found = read_run_examples(tracker.client, run.info.run_id, "adversarial_examples.npz",
-                                          self.dataset.class_names, self.dataset.input_shape)
+                                          data.class_names, data.input_shape)
             except (RobustnessUsageError, MlflowException):
                 continue
             if found.x_clean is None or content_digest(found.x_clean) != content_digest(x) \
@@ -163,7 +154,7 @@ class TransferCell:
                 index = found.source_index if found.source_index is not None else np.arange(len(found.x_adv))
                 modified = found.modified if found.modified is not None else np.ones(len(found.x_adv), dtype=bool)
                 deployed = Deployed(found.x_adv, index, modified)
-            return Examples(spec.name, params, uri, x, y, found.x_adv, deployed, self.architecture,
+            return Examples(spec.name, params, uri, x, y, found.x_adv, deployed, architecture,
                             examples_uri=found.origin)
         return None
 

@@ -17,9 +17,11 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from ..models.recipes import register_recipe
+from ..models.slot import ModelSlot
 from ..models.training import fit, training_subset
 from ..params import numeric
-from .catalog import Defense, training_recipe
+from .defense import Defense
 
 PARAMS = {
     "max_iter": numeric(50, 1, integer=True, doc="optimisation steps of each training patch"),
@@ -35,7 +37,7 @@ def patch_training(session, model, architecture: str, training, *, params: Mappi
     data = session.dataset
     model.set_weights(session.model(architecture).model.get_weights())
     generation = {"max_iter": params["max_iter"], "num_patch": params["num_patch"]}
-    run = session.attack_run(architecture, "patch", generation, data.x_train)
+    run = session.attack_run(ModelSlot(architecture), "patch", generation, data.x_train)
     x, y = training_subset(data.x_train, data.y_train, training.samples)
     deployed = session.deployment(run, x, {**generation, "patch_scale": params["patch_scale"],
                                            "patch_deployment_method": "augment"})
@@ -48,7 +50,7 @@ def patch_training(session, model, architecture: str, training, *, params: Mappi
 
 
 def patch_training_recipe(resolved: Mapping[str, Any]) -> str:
-    return training_recipe("patch_training", patch_training, resolved, DEFAULTS)
+    return register_recipe("patch_training", patch_training, resolved, DEFAULTS)
 
 
 PATCH_TRAINING = Defense("patch_training", PARAMS, recipe=patch_training_recipe,

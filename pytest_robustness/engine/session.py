@@ -28,12 +28,13 @@ from ..models.classifiers import make_classifier
 from ..models.devices import configure_gpus
 from ..models.predictors import CachedPredictor, LazyClassifier, unwrap
 from ..models.registered import RegisteredModel
+from ..models.slot import BASELINE, ModelSlot
 from ..options.settings import Settings
 from ..options.thresholds import ThresholdTable
-from ..tracking import runs as tracking
+from ..tracking.runs import Tracker
 from .memo import Memo
 from .progress import Progress, log_progress
-from .slots import BASELINE, load_or_train
+from .slot_models import load_or_train
 
 log = logging.getLogger("pytest_robustness")
 
@@ -41,7 +42,7 @@ log = logging.getLogger("pytest_robustness")
 # Attacks that take longer than this get a progress line.
 LONG_STEP_SECONDS = 2.0
 
-__all__ = ["BASELINE", "AttackRun", "RobustnessSession"]
+__all__ = ["BASELINE", "AttackRun", "ModelSlot", "RobustnessSession"]
 
 
 @dataclass
@@ -59,7 +60,7 @@ class AttackRun:
 class RobustnessSession:
     """A process's data, models, classifiers and attack results, each computed once (``memo``)."""
 
-    def __init__(self, settings: Settings, tracker: tracking.Tracker, device: str = "/CPU:0",
+    def __init__(self, settings: Settings, tracker: Tracker, device: str = "/CPU:0",
                  thresholds: ThresholdTable | None = None, progress: Progress = log_progress):
         self.settings = settings
         self.progress = progress  # one line per step of long work: training, PGD training, patches
@@ -153,11 +154,17 @@ class RobustnessSession:
 
         return self.memo.once(("arrays", key), load_or_compute)
 
-    def scoring_key(self, architecture: str, recipe: str = "", defence_key: str = "") -> tuple:
-        """What a classifier's predictions depend on besides the input: weights, how the model is read,
-        defences, seed."""
-        return (self.model_digest(architecture, recipe), self.adaptation(architecture, recipe), defence_key,
-                self.settings.seed)
+    def scoring_key(self, slot: ModelSlot) -> tuple:
+        """What a slot's predictions depend on besides the input: weights, how the model is read,
+        the defense, the seed."""
+        return (self.model_digest(slot.architecture, slot.recipe), self.adaptation(slot.architecture, slot.recipe),
+                slot.defense_key, self.settings.seed)
+
+    def score_memo(self, slot: ModelSlot) -> Callable[[tuple, Callable[[], dict]], dict]:
+        """``memo(key, compute)`` for numbers a slot's predictions determine: scores are a pure function
+        of the classifier (weights, defense, seed) and the inputs."""
+        scoring = self.scoring_key(slot)
+        return lambda key, compute: self.memoised((*scoring, *key), compute)
 
     def model_output(self, architecture: str, recipe: str = "") -> str:
         """What the model outputs, as logged: declared by --model-output, else detected (ours: probabilities)."""
@@ -178,17 +185,20 @@ class RobustnessSession:
         """The registered version's weights digest (its tag: no model load needed)."""
         return self.model(architecture, recipe).weights_digest
 
-    def predictor(self, architecture: str, recipe: str = "", defences=(), defence_key: str = "") -> CachedPredictor:
-        """The classifier for scoring: same predictions, memoised by input content; built on first miss."""
-        classifier = self.lazy_classifier(architecture, recipe, defences, defence_key)
-        return CachedPredictor(classifier, self.scoring_key(architecture, recipe, defence_key), self.memoised)
+    def predictor(self, slot: ModelSlot):
+        """What scores with ``slot``: its defended classifier as it is, else the model's classifier with
+        its predictions memoised by input content (built on first miss)."""
+        if slot.classifier is not None:
+            return slot.classifier
+        classifier = self.lazy_classifier(slot.architecture, slot.recipe)
+        return CachedPredictor(classifier, self.scoring_key(slot), self.memoised)
 
-    def lazy_classifier(self, architecture: str, recipe: str = "", defences=(), defence_key: str = "") -> LazyClassifier:
+    def lazy_classifier(self, architecture: str, recipe: str = "", defenses=(), defense_key: str = "") -> LazyClassifier:
         """``classifier(...)``, built only when first used (a cached result needs none)."""
-        return LazyClassifier(lambda: self.classifier(architecture, recipe, defences, defence_key))
+        return LazyClassifier(lambda: self.classifier(architecture, recipe, defenses, defense_key))
 
-    def classifier(self, architecture: str, recipe: str = "", defences=(), defence_key: str = ""):
-        """ART wrapper of a registered model; with ``defences`` (a tuple, or a callable returning
+    def classifier(self, architecture: str, recipe: str = "", defenses=(), defense_key: str = ""):
+        """ART wrapper of a registered model; with ``defenses`` (a tuple, or a callable returning
         one) attached as preprocessors."""
         def build():
             self.tensorflow()
@@ -196,39 +206,39 @@ class RobustnessSession:
             data = self.dataset
             _, output, input_range = self.adaptation(architecture, recipe)
             return make_classifier(model, data.n_classes, data.input_shape,
-                                   preprocessing_defences=defences() if callable(defences) else defences,
+                                   preprocessing_defences=defenses() if callable(defenses) else defenses,
                                    model_output=output, input_range=input_range)
 
-        return self.memo.once(("classifier", architecture, recipe, defence_key), build)
+        return self.memo.once(("classifier", architecture, recipe, defense_key), build)
 
-    def defended_model(self, architecture: str, recipe: str, defence_key: str, build_defence) -> Any:
-        """The registered model behind the defence ``build_defence()`` builds (a TensorFlow function) with
-        BPDA gradients, built once per defence: compiled kernels are cached on the model they attack."""
+    def defended_model(self, architecture: str, recipe: str, defense_key: str, build_defense) -> Any:
+        """The registered model behind the defense ``build_defense()`` builds (a TensorFlow function) with
+        BPDA gradients, built once per defense: compiled kernels are cached on the model they attack."""
         def build():
             self.tensorflow()
             from ..defenses.compiled.preprocessors import bpda_model
 
-            # the classifier's logits wrapper behind the defence: the kernels' loss is on logits
-            return bpda_model(self.classifier(architecture, recipe).model, build_defence())
+            # the classifier's logits wrapper behind the defense: the kernels' loss is on logits
+            return bpda_model(self.classifier(architecture, recipe).model, build_defense())
 
-        return self.memo.once(("defended_model", architecture, recipe, defence_key), build)
+        return self.memo.once(("defended_model", architecture, recipe, defense_key), build)
 
     # -- attacks ---------------------------------------------------------------------------
-    def attack_run(self, architecture: str, attack: str, params: dict[str, Any], x: np.ndarray, *,
-                   recipe: str = "", classifier=None, defence_key: str = "",
-                   attack_model: Callable[[], Any] | None = None) -> AttackRun:
-        """Adversarial examples, from memory, the disk cache, or by running the attack once.
+    def attack_run(self, slot: ModelSlot, attack: str, params: dict[str, Any], x: np.ndarray) -> AttackRun:
+        """Adversarial examples crafted on ``slot``, from memory, the disk cache, or by running the attack once.
 
-        With defences on the classifier (the adaptive threat model) the compiled kernels
-        attack ``attack_model()`` (the model behind the defence's TensorFlow form, with BPDA
-        gradients); a defence without one runs on the ART backend, whose BPDA is the reference.
+        With a defense in the slot (the adaptive threat model) the compiled kernels attack
+        ``slot.attack_model()`` (the model behind the defense's TensorFlow form, with BPDA
+        gradients); a defense without one runs on the ART backend, whose BPDA is the reference.
         """
+        architecture, recipe, defense_key = slot.architecture, slot.recipe, slot.defense_key
+        classifier, attack_model = slot.classifier, slot.attack_model
         registered = self.model(architecture, recipe)
         spec = get_attack(attack)
         resolved = spec.generation_params(spec.resolve(params))  # deployment parameters never key generation
-        backend = "art" if defence_key and attack_model is None else self.settings.attack_backend
+        backend = "art" if defense_key and attack_model is None else self.settings.attack_backend
         key = (registered.uri, self.model_digest(architecture, recipe), attack, tuple(sorted(resolved.items())),
-               content_digest(x), self.settings.seed, backend, defence_key, self.adaptation(architecture, recipe),
+               content_digest(x), self.settings.seed, backend, defense_key, self.adaptation(architecture, recipe),
                spec.code_version(backend))
         found = self.memo.get(("attack_run", key))
         if found is not None:
@@ -242,7 +252,7 @@ class RobustnessSession:
         else:
             art_classifier = unwrap(classifier) if classifier is not None else self.classifier(architecture, recipe)
             # The compiled kernels attack logits: the classifier's own model (the logits wrapper), or that
-            # wrapper behind a defence's TensorFlow form
+            # wrapper behind a defense's TensorFlow form
             model = attack_model() if attack_model is not None and backend != "art" else art_classifier.model
             target = AttackTarget(art_classifier, model, self.settings.seed, self.dataset.n_classes)
             seed_everything(self.settings.seed)

@@ -39,8 +39,8 @@ def data_signature(spec: str, seed: int, image_size=None) -> tuple[tuple[int, ..
 def check_models(settings) -> None:
     """Every given model fits the data and the options: one line each, before any work."""
     options = settings.model
-    uris = [("--model-uri", uri) for _, uri in settings.model_uris]
-    uris += [("--baseline-uri", uri) for _, uri in settings.baseline_uris]
+    uris = [("--model-uri", uri) for _, uri in settings.model.model_uris]
+    uris += [("--baseline-uri", uri) for _, uri in settings.model.baseline_uris]
     if not uris and options.model_file is None:
         return
     for option, uri in uris:

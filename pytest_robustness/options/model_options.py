@@ -52,7 +52,9 @@ def add_model_options(group, parser: pytest.Parser) -> None:
 
 
 @dataclass(frozen=True)
-class ModelSettings:
+class ModelOptions:
+    """Which users' models to test (--model-uri, --baseline-uri, --model-file) and how to read them."""
+
     model_uris: tuple[tuple[str, str], ...] = ()
     baseline_uris: tuple[tuple[str, str], ...] = ()
     architectures: tuple[str, ...] = ()  # named by the models given, or by --architecture
@@ -122,12 +124,13 @@ def _flag(config: pytest.Config, option: str, ini: str) -> bool:
     return raw in TRUE_WORDS
 
 
-def _option_or_ini(config: pytest.Config, option: str, ini: str) -> tuple[str, Any]:
+def option_or_ini(config: pytest.Config, option: str, ini: str) -> tuple[str, Any]:
+    """Where the value came from (the option, else its ini key) and the value, for error messages."""
     value = config.getoption(option)
     return (option, value) if value is not None else (ini, config.getini(ini))
 
 
-def read_model_settings(config: pytest.Config, raw_models, raw_baselines, architectures: tuple[str, ...]) -> ModelSettings:
+def read_model_options(config: pytest.Config, raw_models, raw_baselines, architectures: tuple[str, ...]) -> ModelOptions:
     """The model options, validated; ``architectures`` are the --architecture values."""
     candidates = [_split("--model-uri", item) for item in raw_models]
     bare = [uri for arch, uri in candidates if not arch]
@@ -157,10 +160,10 @@ def read_model_settings(config: pytest.Config, raw_models, raw_baselines, archit
         raise RobustnessUsageError(f"--model-tag {tag!r}: a tag is letters, digits and '_'")
     baselines = [_split("--baseline-uri", item) for item in raw_baselines]
     _no_duplicates("--baseline-uri", baselines)
-    output_source, output = _option_or_ini(config, "--model-output", "robustness_model_output")
+    output_source, output = option_or_ini(config, "--model-output", "robustness_model_output")
     if output not in MODEL_OUTPUTS:
         raise RobustnessUsageError(f"{output_source} {output!r}: expected one of {', '.join(MODEL_OUTPUTS)}")
-    weights_source, raw_weights = _option_or_ini(config, "--base-weights", "robustness_base_weights")
+    weights_source, raw_weights = option_or_ini(config, "--base-weights", "robustness_base_weights")
     base_weights = None
     if raw_weights:
         base_weights = Path(raw_weights).expanduser()
@@ -169,9 +172,9 @@ def read_model_settings(config: pytest.Config, raw_models, raw_baselines, archit
                                        "(.h5, e.g. saved with base.save_weights('base.weights.h5'))")
         base_weights = base_weights.resolve()
     user = {arch for arch, _ in candidates} | ({architectures[0]} if model_file else set())
-    return ModelSettings(
+    return ModelOptions(
         model_uris=tuple(candidates), baseline_uris=tuple(baselines), architectures=selected,
         user_architectures=frozenset(user), output=output,
-        input_range=parse_input_range(*_option_or_ini(config, "--input-range", "robustness_input_range")),
+        input_range=parse_input_range(*option_or_ini(config, "--input-range", "robustness_input_range")),
         model_file=model_file, model_tag=tag,
         trust_code=_flag(config, "--trust-model-code", "robustness_trust_model_code"), base_weights=base_weights)

@@ -20,7 +20,8 @@ from ..data.datasets import default_experiment_name, validate_dataset_spec
 from ..errors import RobustnessUsageError
 from ..models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture, known_architectures
 from ..models.training import TrainingParams
-from . import model_options as models
+from . import model_options
+from .model_options import option_or_ini
 
 CACHE_MODES = ("readwrite", "read", "write", "off")
 GRADIENT_MASKING_MODES = ("fail", "warn", "off")
@@ -45,7 +46,7 @@ def add_options(parser: pytest.Parser) -> None:
                     help="test a registered model (models:/NAME/VERSION or models:/NAME@ALIAS) instead of training, "
                          "repeatable as ARCH=URI (one candidate per architecture); a bare URI is named by "
                          "--architecture or by its _<architecture> suffix")
-    models.add_model_options(group, parser)
+    model_options.add_model_options(group, parser)
     group.addoption("--experiment", default=None,
                     help="MLflow experiment [ini: robustness_experiment; default: dataset name, 'mnist' for built-in]")
     group.addoption("--mlflow-uri", default=None, metavar="URI",
@@ -112,7 +113,6 @@ class Settings:
     dataset: str = "mnist"
     image_size: tuple[int, int, int] | None = None
     architectures: tuple[str, ...] = DEFAULT_ARCHITECTURES
-    model_uris: tuple[tuple[str, str], ...] = ()  # (architecture, URI) of each registered candidate
     experiment: str = "mnist"
     mlflow_uri: str = ""
     mlflow_uri_source: str = "--mlflow-uri"  # where the URI came from, for messages: option, env or default
@@ -126,25 +126,24 @@ class Settings:
     cache_mode: str = "readwrite"
     cache_dir: Path = Path(".robustness_cache")
     thresholds_file: Path | None = None
-    baseline_uris: tuple[tuple[str, str], ...] = ()  # (architecture or "", URI); "" is every architecture's
     max_regression: float = 0.02
     promote: str | None = None
-    model: models.ModelSettings = field(default_factory=models.ModelSettings)
+    model: model_options.ModelOptions = field(default_factory=model_options.ModelOptions)
 
     @property
     def model_uri(self) -> str | None:
         """The candidates given by --model-uri, as one string (a session param)."""
-        return models.joined(self.model_uris)
+        return model_options.joined(self.model.model_uris)
 
     @property
     def baseline_uri(self) -> str | None:
-        return models.joined(self.baseline_uris)
+        return model_options.joined(self.model.baseline_uris)
 
     def model_uri_for(self, architecture: str) -> str | None:
-        return dict(self.model_uris).get(architecture)
+        return dict(self.model.model_uris).get(architecture)
 
     def baseline_uri_for(self, architecture: str) -> str | None:
-        found = dict(self.baseline_uris)
+        found = dict(self.model.baseline_uris)
         return found.get(architecture, found.get(""))
     significance: float = 0.05
     gradient_masking: str = "fail"
@@ -173,12 +172,6 @@ def _choice(option: str, raw: str, allowed: tuple[str, ...]) -> str:
     if raw not in allowed:
         raise RobustnessUsageError(f"{option} {raw!r}: expected one of {', '.join(allowed)}")
     return raw
-
-
-def _option_or_ini(config: pytest.Config, option: str, ini: str) -> tuple[str, Any]:
-    """Where the value came from (the option, else its ini key) and the value, for error messages."""
-    value = config.getoption(option)
-    return (option, value) if value is not None else (ini, config.getini(ini))
 
 
 def default_tracking_uri() -> str:
@@ -249,10 +242,10 @@ def _tracking_uri_and_source(config: pytest.Config) -> tuple[str, str]:
 
 def read_settings(config: pytest.Config) -> Settings:
     opt = config.getoption
-    dataset_source, dataset = _option_or_ini(config, "--dataset", "robustness_dataset")
-    image_size = parse_image_size(*_option_or_ini(config, "--image-size", "robustness_image_size"))
+    dataset_source, dataset = option_or_ini(config, "--dataset", "robustness_dataset")
+    image_size = parse_image_size(*option_or_ini(config, "--image-size", "robustness_image_size"))
 
-    model = models.read_model_settings(config, opt("--model-uri") or (), opt("--baseline-uri") or (),
+    model = model_options.read_model_options(config, opt("--model-uri") or (), opt("--baseline-uri") or (),
                                        tuple(opt("--architecture") or ()))
     architectures = model.architectures or tuple(config.getini("robustness_architectures"))
     for name in architectures:
@@ -260,7 +253,7 @@ def read_settings(config: pytest.Config) -> Settings:
             get_architecture(name)
     architectures = tuple(dict.fromkeys(architectures))
 
-    samples_source, raw_samples = _option_or_ini(config, "--samples", "robustness_samples")
+    samples_source, raw_samples = option_or_ini(config, "--samples", "robustness_samples")
     samples = _int(samples_source, raw_samples)
     if samples < 0:
         raise RobustnessUsageError(f"{samples_source} {samples}: expected 0 (all) or a positive count")
@@ -269,12 +262,12 @@ def read_settings(config: pytest.Config) -> Settings:
     training = TrainingParams.parse(train_items)
     explicit = frozenset(item.partition("=")[0].strip() for item in train_items)
 
-    max_regression = _number(*_option_or_ini(config, "--max-regression", "robustness_max_regression"))
+    max_regression = _number(*option_or_ini(config, "--max-regression", "robustness_max_regression"))
     promote = opt("--promote")
     if promote is not None and not promote.replace("-", "").replace("_", "").isalnum():
         raise RobustnessUsageError(f"--promote {promote!r}: an alias is letters, digits, '-' and '_'")
 
-    significance_source, raw_significance = _option_or_ini(config, "--significance", "robustness_significance")
+    significance_source, raw_significance = option_or_ini(config, "--significance", "robustness_significance")
     try:
         significance = float(raw_significance)
     except (TypeError, ValueError):
@@ -282,15 +275,15 @@ def read_settings(config: pytest.Config) -> Settings:
     if not 0 < significance < 1:
         raise RobustnessUsageError(f"{significance_source} {raw_significance}: "
                                    "expected a significance level strictly between 0 and 1, e.g. 0.05")
-    attack_backend = _choice(*_option_or_ini(config, "--attack-backend", "robustness_attack_backend"), BACKENDS)
-    cache_mode = _choice(*_option_or_ini(config, "--robustness-cache", "robustness_cache"), CACHE_MODES)
-    cache_source, cache_dir = _option_or_ini(config, "--robustness-cache-dir", "robustness_cache_dir")
+    attack_backend = _choice(*option_or_ini(config, "--attack-backend", "robustness_attack_backend"), BACKENDS)
+    cache_mode = _choice(*option_or_ini(config, "--robustness-cache", "robustness_cache"), CACHE_MODES)
+    cache_source, cache_dir = option_or_ini(config, "--robustness-cache-dir", "robustness_cache_dir")
     cache_dir = _cache_dir(cache_source, Path(cache_dir or Path(config.rootpath) / ".robustness_cache").resolve())
-    seed = _seed(*_option_or_ini(config, "--robustness-seed", "robustness_seed"))
+    seed = _seed(*option_or_ini(config, "--robustness-seed", "robustness_seed"))
     experiment = opt("--experiment") or config.getini("robustness_experiment") or default_experiment_name(dataset)
 
     mlflow_uri, mlflow_uri_source = _tracking_uri_and_source(config)
-    mlflow_timeout = _positive_seconds(*_option_or_ini(config, "--mlflow-timeout", "robustness_mlflow_timeout"))
+    mlflow_timeout = _positive_seconds(*option_or_ini(config, "--mlflow-timeout", "robustness_mlflow_timeout"))
 
     # Last, as the slowest: the data itself (a folder is decoded, unless cached; an .npz read and checked).
     cache = ArrayCache(cache_dir / "arrays", cache_mode)
@@ -298,17 +291,15 @@ def read_settings(config: pytest.Config) -> Settings:
 
     return Settings(
         significance=significance,
-        gradient_masking=_choice(*_option_or_ini(config, "--gradient-masking", "robustness_gradient_masking"),
+        gradient_masking=_choice(*option_or_ini(config, "--gradient-masking", "robustness_gradient_masking"),
                                  GRADIENT_MASKING_MODES),
         thresholds_file=Path(opt("--thresholds")).resolve() if opt("--thresholds") else None,
-        baseline_uris=model.baseline_uris,
         model=model,
         max_regression=max_regression,
         promote=promote,
         dataset=dataset,
         image_size=image_size,
         architectures=architectures,
-        model_uris=model.model_uris,
         experiment=experiment,
         mlflow_uri=mlflow_uri,
         mlflow_uri_source=mlflow_uri_source,

@@ -86,6 +86,7 @@ class Cell:
     defense: str = "none"
     threat_model: str = ""
     source_architecture: str = ""  # transfer cells: where the examples were crafted
+    defense_params: Mapping[str, Any] = field(default_factory=dict)  # not a selector: part of the cell's key
 
 
 @dataclass(frozen=True)

@@ -79,10 +79,10 @@ def check_environment(settings: Settings) -> None:
     """
     if settings.gpu:
         require_gpus()
-    if settings.mlflow_uri_source == "--mlflow-uri" or settings.model_uris or settings.baseline_uris:
+    if settings.mlflow_uri_source == "--mlflow-uri" or settings.model.model_uris or settings.model.baseline_uris:
         # an environment's MLFLOW_TRACKING_URI alone is probed when a test first needs MLflow
 
         require_tracking_server(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
-    if settings.model_uris or settings.baseline_uris or settings.model.model_file:
+    if settings.model.model_uris or settings.model.baseline_uris or settings.model.model_file:
         with dependency_warnings_ignored():  # pytest's filterwarnings do not cover start-up
             check_models(settings)

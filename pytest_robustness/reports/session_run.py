@@ -24,7 +24,7 @@ from ..engine.session import RobustnessSession
 from ..errors import RobustnessUsageError
 from ..options.settings import Settings
 from ..options.thresholds import ThresholdTable
-from ..tracking import runs as tracking
+from ..tracking import runs
 from ..tracking.orphans import close_orphaned_runs
 from ..tracking.search import equals, search_runs
 from ..tracking.server_health import require_tracking_server
@@ -57,8 +57,8 @@ def open_session(config: pytest.Config, settings: Settings, token: str, threshol
             pytest.fail(str(exc), pytrace=False)
         pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     mlflow.set_tracking_uri(settings.mlflow_uri)
-    tracking.prepare_sqlite_store(settings.mlflow_uri)  # xdist workers must not migrate a new database at once
-    tracker = tracking.Tracker(settings.mlflow_uri, settings.experiment, settings.mlflow_timeout)
+    runs.prepare_sqlite_store(settings.mlflow_uri)  # xdist workers must not migrate a new database at once
+    tracker = runs.Tracker(settings.mlflow_uri, settings.experiment, settings.mlflow_timeout)
     _attach_session_run(config, tracker, settings, token)
     session = RobustnessSession(settings, tracker, "/CPU:0", thresholds, terminal_progress(config))
     if settings.gpu:
@@ -66,7 +66,7 @@ def open_session(config: pytest.Config, settings: Settings, token: str, threshol
     return session
 
 
-def _attach_session_run(config: pytest.Config, tracker: tracking.Tracker, settings: Settings, token: str) -> None:
+def _attach_session_run(config: pytest.Config, tracker: runs.Tracker, settings: Settings, token: str) -> None:
     path = session_file(settings, token)
     path.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(path.with_suffix(".lock"))):
@@ -106,7 +106,7 @@ def close_session_run(client, config: pytest.Config, settings: Settings, token: 
         try:
             client.log_artifact(run_id, str(xmlpath))
         except Exception as exc:  # noqa: BLE001 - e.g. a full artifact store: the run is still closed
-            client.set_tag(run_id, tracking.FAULT_TAG, f"JUnit XML not stored: {exc}"[:5000])
+            client.set_tag(run_id, runs.FAULT_TAG, f"JUnit XML not stored: {exc}"[:5000])
             faults.append(f"MLflow session run {run_id}: the JUnit XML could not be stored ({exc})")
     reporter = config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:

@@ -11,12 +11,11 @@ import logging
 import time
 from typing import Any, Protocol
 
-from ..defenses.catalog import recipe as registered_recipe
 from ..errors import RobustnessUsageError
 from ..models.architectures import get_architecture
 from ..models.files import register_model_file
 from ..models.loading import file_digest
-from ..models.recipes import TRAINING_RECIPES
+from ..models.recipes import get_recipe
 from ..models.registered import (
     PIP_REQUIREMENTS,
     RegisteredModel,
@@ -26,6 +25,7 @@ from ..models.registered import (
     resolve_model_version,
     training_digest,
 )
+from ..models.slot import BASELINE
 from ..models.training import compile_model
 from ..tracking.server_health import health
 
@@ -43,10 +43,6 @@ class SlotContext(Protocol):
 
 log = logging.getLogger("pytest_robustness")
 
-# Not a recipe: the model slot of --baseline-uri, so the baseline shares every memo and cache.
-BASELINE = "@baseline"
-
-
 def load_or_train(session: SlotContext, architecture: str, recipe: str) -> RegisteredModel:
     """The registered model of slot (``architecture``, ``recipe``): the ``--baseline-uri`` or ``--model-uri``
     version, the ``--model-file`` registered, else one trained by the recipe (found again by its digest)."""
@@ -63,8 +59,7 @@ def load_or_train(session: SlotContext, architecture: str, recipe: str) -> Regis
     if architecture in session.settings.model.user_architectures:
         raise RobustnessUsageError(f"{recipe} training of a given model ({architecture}) is not supported: the "
                                    "harness trains only its own architectures; deselect with -m 'not slow'")
-    # Plain training, else a recipe a defense registered in this session's registry.
-    recipe_fn, recipe_params = TRAINING_RECIPES[recipe] if recipe in TRAINING_RECIPES else registered_recipe(recipe)
+    recipe_fn, recipe_params = get_recipe(recipe)  # plain training, else a recipe a defense registered
     params = session.settings.training_for(architecture)
     data = session.dataset
     name = registered_model_name(session.settings.experiment, architecture, recipe or None)
