@@ -3,7 +3,7 @@
 A minimal-perturbation attack: it keeps going until the label flips, so its
 adversarial accuracy is near zero and its strength is read from the distances
 (``l_2_norm``): the smaller, the less robust the model. ``--attack-backend compiled`` runs
-``deepfool_kernel`` (ART's arithmetic, the loop inside one ``tf.function``; ``art`` is ART's class).
+``compiled.deepfool`` (ART's arithmetic, the loop inside one ``tf.function``; ``art`` is ART's class).
 """
 
 from __future__ import annotations

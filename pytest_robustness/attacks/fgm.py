@@ -28,9 +28,9 @@ def art_fgm(classifier, model, x, params):
 
 
 def compiled_fgm(classifier, model, x, params):
-    from .compiled import fgm as fgm_kernel
+    from .compiled.fgm import fgm as fgm_kernel
 
-    return fgm_kernel.fgm(
+    return fgm_kernel(
         model, x, eps=params["eps"], eps_step=params["eps_step"], norm=params["norm"],
         minimal=params["minimal"], batch_size=params["batch_size"], clip_values=classifier.clip_values,
     )

@@ -39,9 +39,9 @@ def art_pgd(classifier, model, x, params):
 
 
 def compiled_pgd(classifier, model, x, params, seed):
-    from .compiled import pgd as pgd_kernel
+    from .compiled.pgd import pgd as pgd_kernel
 
-    return pgd_kernel.pgd(model, x, eps=params["eps"], eps_step=params["eps_step"], max_iter=params["max_iter"],
+    return pgd_kernel(model, x, eps=params["eps"], eps_step=params["eps_step"], max_iter=params["max_iter"],
                           norm=params["norm"], batch_size=params["batch_size"], clip_values=classifier.clip_values,
                           num_random_init=params["num_random_init"], seed=seed % (2**31))
 

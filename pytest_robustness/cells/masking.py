@@ -123,9 +123,9 @@ class Probe:
     def fgm(self, eps: float) -> float:
         def compute():
             if self.compiled:
-                from ..attacks.compiled import fgm as fgm_kernel
+                from ..attacks.compiled.fgm import fgm as fgm_kernel
 
-                x_adv = fgm_kernel.fgm(self._kernel_model(), self.x, eps=eps, eps_step=eps, norm="inf", y=self.y)
+                x_adv = fgm_kernel(self._kernel_model(), self.x, eps=eps, eps_step=eps, norm="inf", y=self.y)
             else:
                 from art.attacks.evasion import FastGradientMethod
 
@@ -138,9 +138,9 @@ class Probe:
     def pgd(self, eps: float, eps_step: float) -> float:
         def compute():
             if self.compiled:
-                from ..attacks.compiled import pgd as pgd_kernel
+                from ..attacks.compiled.pgd import pgd as pgd_kernel
 
-                x_adv = pgd_kernel.pgd(self._kernel_model(), self.x, eps=eps, eps_step=eps_step, max_iter=PGD_STEPS, y=self.y,
+                x_adv = pgd_kernel(self._kernel_model(), self.x, eps=eps, eps_step=eps_step, max_iter=PGD_STEPS, y=self.y,
                                        seed=self.seed % (2**31))
             else:
                 from art.attacks.evasion import ProjectedGradientDescent

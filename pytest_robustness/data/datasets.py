@@ -206,7 +206,7 @@ def _npz_shapes(path: Path, option: str = "--dataset") -> dict[str, tuple[int, .
 
 def load_npz(path: Path, option: str = "--dataset") -> Dataset:
     """``.npz`` with x_train, y_train, x_test, y_test; uint8 or floats in [0, 1] or [0, 255]; labels int or
-    one-hot. Every value is checked (:mod:`data_checks`) before anything is built from them."""
+    one-hot. Every value is checked (``data.checks``) before anything is built from them."""
     stat = path.stat()
     key = ("npz", str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     found = _remembered(key)

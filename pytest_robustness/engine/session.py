@@ -137,7 +137,7 @@ class RobustnessSession:
         return data.x_test[:n], data.y_test[:n]
 
     def model(self, architecture: str, recipe: str = "") -> RegisteredModel:
-        """The registered model of slot (``architecture``, ``recipe``), loaded or trained once (``model_slots``)."""
+        """The registered model of slot (``architecture``, ``recipe``), loaded or trained once (``slot_models``)."""
         return self.memo.once(("model", architecture, recipe), lambda: load_or_train(self, architecture, recipe))
 
     def memoised(self, key_parts: tuple, compute: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -1,6 +1,6 @@
 """The names of the metrics a cell reports: what thresholds may name and what goes into JUnit.
 
-Kept apart from the cell API (``evaluation``) so that the threshold loader,
+Kept apart from the cell API (``cells``) so that the threshold loader,
 which validates names at start-up, needs nothing above the registries.
 """
 

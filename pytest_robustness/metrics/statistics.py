@@ -62,7 +62,7 @@ def intervals(values: Mapping[str, float], sizes: Mapping[str, int],
 
 def sample_sizes(y_true: np.ndarray, y_adversarial: np.ndarray, clean_pred_of_adv: np.ndarray,
                  modified: np.ndarray | None, target: int | None) -> dict[str, int]:
-    """The number of images each proportion of a scored cell is taken over (see ``evaluation._metrics``)."""
+    """The number of images each proportion of a scored cell is taken over (see ``cells.scoring._metrics``)."""
     sizes = {"clean_accuracy": len(y_true), "adversarial_accuracy": len(y_adversarial),
              "defended_accuracy": len(y_adversarial),
              "attack_success_rate": int(np.sum(np.asarray(clean_pred_of_adv) == np.asarray(y_adversarial)))}

@@ -1,7 +1,7 @@
 """Registered-model URIs (``models:/NAME/VERSION``, ``models:/NAME@ALIAS``): parsed without MLflow.
 
 Options are checked against this form at start-up, before the engine
-(``model_registry``) asks the registry whether the version exists.
+(``models.registered``) asks the registry whether the version exists.
 """
 
 from __future__ import annotations

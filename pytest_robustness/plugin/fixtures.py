@@ -47,7 +47,7 @@ def registered_model(robustness_session_state: RobustnessSession, architecture: 
 @pytest.fixture
 def art_classifier(robustness_session_state: RobustnessSession, architecture: str):
     """The registered model wrapped as an ART ``TensorFlowV2Classifier`` with clip values (0, 1), on its logits
-    (``predict`` returns logits; a final softmax is peeled off, see ``model_adapter``)."""
+    (``predict`` returns logits; a final softmax is peeled off, see ``models.adapter``)."""
     return robustness_session_state.classifier(architecture)
 
 

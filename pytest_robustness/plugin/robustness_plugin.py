@@ -1,6 +1,6 @@
 """The run's one plugin object: the state of a pytest run, and the order of its end-of-session work.
 
-``plugin.pytest_configure`` registers a ``RobustnessPlugin`` and
+``entry_point.pytest_configure`` registers a ``RobustnessPlugin`` and
 ``pytest_unconfigure`` unregisters it, as pytest's junitxml does with ``LogXML``
 and pytest-xdist with ``DSession``. It owns the settings, the thresholds, the
 gate, this process's ``RobustnessSession`` (the tracker and the session run) and
@@ -92,7 +92,7 @@ class RobustnessPlugin:
         """xdist controller: tell each worker which session it belongs to."""
         node.workerinput[TOKEN_INPUT] = self.token
 
-    # -- collection: only robustness tests (see ``scope``) ----------------------------------
+    # -- collection: only robustness tests (see ``ours``) ----------------------------------
     @pytest.hookimpl(tryfirst=True)
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         """A robustness test that asks for ``architecture`` runs once per selected architecture.

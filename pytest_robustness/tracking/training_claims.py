@@ -1,6 +1,6 @@
 """Claims in the model registry, so two machines sharing a tracking server never train the same model.
 
-The file lock of ``model_registry.find_or_train`` covers one machine's xdist
+The file lock of ``models.registered.find_or_train`` covers one machine's xdist
 workers. Across machines the claim lives in the registry: before training, a
 session creates the registered model ``{name}.training-claim.{digest}``
 (creating a registered model is atomic: of two sessions racing, one gets

@@ -1,7 +1,8 @@
-"""The compiled attack kernels, one module an attack: ``fgm_kernel``, ``pgd_kernel``, ``patch_kernel``
-(what they share is in ``kernels``). Each reproduces the arithmetic of the ART 1.20.1 reference on a
-logits model with ``CategoricalCrossentropy(from_logits=True)``; this module names them together for
-benchmarks and equivalence tests."""
+"""Compiled attack kernels, one module an attack (``fgm``, ``pgd``, ``patch``, ``deepfool``; what they share
+is in ``kernels``). Each reproduces the arithmetic of the ART 1.20.1 reference on a logits model with
+``CategoricalCrossentropy(from_logits=True)`` inside one ``tf.function`` per batch. This package names the
+kernel functions together for benchmarks and equivalence tests: ``compiled.fgm`` is the function; import
+``compiled.fgm``'s module as ``from .compiled.fgm import ...``."""
 
 from __future__ import annotations
 

@@ -145,7 +145,7 @@ def batches(n, batch_size):
 def loss_gradient(model, x, y, nb_classes):
     """ART ``TensorFlowV2Classifier.loss_gradient`` with ``CategoricalCrossentropy(from_logits=True)``.
 
-    ``model`` outputs logits (the harness's wrapper, see ``model_adapter``).
+    ``model`` outputs logits (the harness's wrapper, see ``models.adapter``).
 
     The Keras loss reduces with ``sum_over_batch_size`` (sum / rows), so the
     gradient of each sample is scaled by 1 / batch rows exactly as in ART, which
@@ -153,7 +153,7 @@ def loss_gradient(model, x, y, nb_classes):
     are the model's own predictions, taken from the same forward pass (ART runs
     a separate ``predict`` first).
 
-    A model whose forward pass is random (a noise defense in front, see ``defense_kernels``)
+    A model whose forward pass is random (a noise defense in front, see ``defenses.compiled.preprocessors``)
     declares ``expectation_draws``: the gradient is then the mean over that many forward
     passes, Expectation over Transformation, as ART's ``randomised.EoTClassifier`` averages
     ``loss_gradient`` calls; the labels come from the first.
