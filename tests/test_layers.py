@@ -192,3 +192,14 @@ MAX_MODULE_LINES = 400  # one module, one responsibility: past this, a module is
 def test_no_module_is_over_the_size_limit(module):
     lines = len(MODULES[module].read_text().splitlines())
     assert lines <= MAX_MODULE_LINES, f"{module}.py has {lines} lines; split it by responsibility"
+
+
+def test_the_readme_draws_the_tree_in_layer_order():
+    """README "How it works" lists every folder of the package, in LAYERS' order, and no folder that is gone."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    section = readme[readme.index("## How it works"):]
+    section = section[:section.index("\n## ", 1)]
+    listed = [row.split("|")[1].strip().strip("`").rstrip("/") for row in section.splitlines()
+              if row.startswith("| `") and row.split("|")[1].strip().endswith("/`")]
+    folders = [entry for entry in LAYERS if isinstance(entry, str) and (PACKAGE / entry).is_dir() and entry]
+    assert listed == folders
