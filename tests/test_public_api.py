@@ -39,7 +39,7 @@ def test_mlflow_validation_is_called_by_keyword():
 
 PROBE = '''
 import json
-from pytest_robustness.junit import ini_key_is_set
+from pytest_robustness.reports.junit import ini_key_is_set
 
 
 def pytest_configure(config):
@@ -85,3 +85,16 @@ def test_explicit_junit_family_from_override_and_addopts(pytester, monkeypatch):
     monkeypatch.delenv("PYTEST_ADDOPTS")
     pytester.runpytest(*BARE, "-o", "junit_suite_name=x")
     assert json.loads((pytester.path / "explicit.json").read_text()) is False
+
+
+def test_old_import_paths_keep_working_or_say_where_they_went():
+    """The README's ``pytest_robustness.classifiers`` is the new module; other pre-layout paths fail in one line."""
+    import pytest_robustness.classifiers as old
+    import pytest_robustness.models.classifiers as new
+
+    assert old is new and old.make_classifier is new.make_classifier
+    with pytest.raises(ModuleNotFoundError, match=r"^pytest_robustness\.session moved to "
+                                                   r"pytest_robustness\.engine\.session: import it from there$"):
+        import pytest_robustness.session  # noqa: F401
+    with pytest.raises(ModuleNotFoundError, match="pytest_robustness.cells.masking"):
+        from pytest_robustness.masking import GradientMaskingWarning  # noqa: F401
