@@ -24,7 +24,7 @@ def test_jpeg_oblivious(robustness, architecture):
     # Oblivious: the very same examples, not regenerated, through the defended classifier.
     assert jpeg.x_adv is fgm.x_adv and jpeg.run.key == fgm.run.key
     key = next(k for (a, r, k) in robustness.session.memo.keys("classifier") if k.startswith("jpeg_compression"))
-    defended = robustness.session.classifier(architecture, defence_key=key)
+    defended = robustness.session.classifier(architecture, defense_key=key)
     expected = float(np.mean(defended.predict(fgm.x_adv).argmax(1) == fgm.y_true))
     assert abs(jpeg.metrics["defended_accuracy"] - expected) < 1e-9
     assert abs(jpeg.metrics["accuracy_gain"] - (expected - fgm.metrics["adversarial_accuracy"])) < 1e-9
