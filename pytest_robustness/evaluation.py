@@ -7,7 +7,8 @@ recompute them with ART and the registered model.
 
 The cell API lives here; scoring (``scoring``), the cell's artifacts
 (``cell_artifacts``), defended cells (``defended_cells``), the baseline look-up
-(``baselines``) and transfer cells (``transfer_cells``) have their own modules.
+(``baselines``), transfer cells (``transfer_cells``) and property cells (``property_cells``) have their
+own modules.
 """
 
 from __future__ import annotations
@@ -28,13 +29,14 @@ from .errors import RobustnessUsageError
 from .metric_names import DEFENSE_METRICS, JUNIT_METRICS
 from .model_slots import BASELINE
 from .params import case_id
+from .property_cells import PropertyCell
 from .scoring import score
 from .session import RobustnessSession
 from .thresholds import Bound, Cell, check_bounds
 from .transfer_cells import TransferCell
 
 
-class Robustness(TransferCell, DefendedCell, BaselineCell):
+class Robustness(TransferCell, DefendedCell, BaselineCell, PropertyCell):
     """Handed to each suite test: its architecture's model, data, classifier and MLflow run."""
 
     def __init__(self, session: RobustnessSession, item: pytest.Item, architecture: str):
