@@ -24,6 +24,8 @@ from .corruptions import CORRUPTIONS
 from .transforms import (Brightness, Contrast, Corruption, GaussianBlur, GaussianNoise, Occlusion, Rotation, Scale,
                          Shift, Transform)
 
+STEPS = 100  # magnitudes are drawn in hundredths (of a degree, a pixel, a factor, a sigma)
+
 __all__ = ["CORRUPTIONS", "TransformStrategy", "blur", "brightness", "contrast", "corruption", "noise", "occlusion",
            "rotation", "scale", "shift"]
 
@@ -69,11 +71,13 @@ def _check(other, op: str) -> None:
 
 
 def _magnitude(limit: float, name: str, signed: bool = True) -> SearchStrategy:
-    """A float in [-limit, limit] (or [0, limit]) that shrinks toward 0, rounded to 1/100 for readable reports."""
+    """A number in [-limit, limit] (or [0, limit]) in steps of 1/100, drawn as an integer count of steps:
+    Hypothesis shrinks integers by magnitude, so a failure shrinks to the smallest failing value (to
+    1/100), where floats would shrink to the "simplest" one (an integer before a nearer fraction)."""
     if not limit >= 0:
         raise ValueError(f"{name}: the range must be a number >= 0, got {limit!r}")
-    low = -float(limit) if signed else 0.0
-    return st.floats(low, float(limit), allow_nan=False, allow_infinity=False).map(lambda v: round(v, 2) + 0.0)
+    steps = int(round(float(limit) * STEPS))
+    return st.integers(-steps if signed else 0, steps).map(lambda k: k / STEPS)
 
 
 def _pixels(limit: int, name: str) -> SearchStrategy:

@@ -199,6 +199,8 @@ class Contrast(Transform):
 
     def apply(self, x):
         x = np.asarray(x, np.float32)
+        if self.factor == 1:
+            return np.array(x)
         means = x.mean(axis=(1, 2), keepdims=True)
         return _clip((x - means) * np.float32(self.factor) + means)
 

@@ -18,11 +18,12 @@ from pytest_robustness.transforms import Corruption
 CORRUPTION_IMAGES = 200
 DEFAULT_SEVERITY = 3
 
-# Mean corruption accuracy (all 75 sets): measured le_net 0.79, shallow_net 0.67 (see the README).
-MEAN_FLOORS = {"le_net": 0.7, "shallow_net": 0.55}
-# Per cell: corruptions that take a digit away (heavy blur, fog, frost, contrast at high severity) leave
-# little; the floor is only that the model does better than chance, which catches a broken pipeline.
-CELL_FLOOR = 0.15
+# Mean corruption accuracy (all 75 sets, seed 0, default training, 200 images): le_net 0.951 (clean 0.97),
+# shallow_net 0.792 (clean 0.84). CIFAR-10-C's severities are mild for a CNN on digits.
+MEAN_FLOORS = {"le_net": 0.9, "shallow_net": 0.72}
+# Per cell, the lowest of the 75: le_net 0.775 (glass blur 5), shallow_net 0.425 (fog 5).
+CELL_FLOORS = {"le_net": 0.65, "shallow_net": 0.3}
+DEFAULT_CELL_FLOOR = 0.15  # other architectures and users' models: better than chance
 
 CASES = [pytest.param(name, severity, id=f"{name}-s{severity}",
                       marks=() if severity == DEFAULT_SEVERITY else pytest.mark.slow)
@@ -32,7 +33,8 @@ CASES = [pytest.param(name, severity, id=f"{name}-s{severity}",
 @pytest.mark.corruption
 @pytest.mark.parametrize("name,severity", CASES)
 def test_corruption(robustness, architecture, name, severity):
-    robustness.invariant(Corruption(name, severity, robustness.seed), CELL_FLOOR, max_samples=CORRUPTION_IMAGES)
+    robustness.invariant(Corruption(name, severity, robustness.seed), CELL_FLOORS.get(architecture, DEFAULT_CELL_FLOOR),
+                         max_samples=CORRUPTION_IMAGES)
 
 
 @pytest.mark.corruption
