@@ -31,12 +31,17 @@ import pytest
 from hypothesis import given, settings
 
 from pytest_robustness import strategies
+from pytest_robustness.transforms import Rotation
 
 
 @settings(max_examples=30)
 @given(t=strategies.rotation(25))
 def test_rotation(robustness, t):
     robustness.invariant(t, {FLOOR})
+
+
+def test_labels_survive_a_quarter_turn(robustness):
+    robustness.invariant(Rotation(90.0), per_image=True)
 
 
 def test_grid(robustness):
@@ -102,7 +107,8 @@ def run(pytester, store: Store, uri: str, xml: str):
 def test_a_rotation_property_shrinks_its_counterexample_remembers_it_and_the_grid_is_arts(pytester, models):
     store, plain, data = models
     result, found = run(pytester, store, "models:/plain/1", "plain.xml")
-    result.assert_outcomes(failed=1, passed=1)
+    result.assert_outcomes(failed=2, passed=1)
+    result.stdout.fnmatch_lines(["*test_labels_survive_a_quarter_turn?cnn?: rotation 90 deg: label invariance 0.* < 1.00*"])
     rotation = found["test_rotation[cnn]"]
     counterexample, first = degrees(rotation["property.counterexample"]), degrees(rotation["property.first_failure"])
     assert abs(counterexample) < abs(first)  # shrunk toward no rotation
@@ -140,7 +146,7 @@ def test_a_rotation_property_shrinks_its_counterexample_remembers_it_and_the_gri
 
     # The same model trained with rotations passes, and says what it was tried on.
     result, found = run(pytester, store, "models:/augmented/1", "augmented.xml")
-    result.assert_outcomes(passed=2)
+    result.assert_outcomes(passed=2, failed=1)
     rotation = found["test_rotation[cnn]"]
     assert "property.counterexample" not in rotation and float(rotation["property.examples_tried"]) == 30
     assert float(rotation["property.worst_value"]) >= FLOOR and degrees(rotation["property.worst_transform"]) != 0
@@ -152,7 +158,7 @@ def test_a_rotation_property_shrinks_its_counterexample_remembers_it_and_the_gri
     finally:
         mlflow.set_tracking_uri(None)
     result, found = run(pytester, store, "models:/plain/2", "plain2.xml")
-    result.assert_outcomes(failed=1, passed=1)
+    result.assert_outcomes(failed=2, passed=1)
     rotation = found["test_rotation[cnn]"]
     assert int(float(rotation["property.first_failure_index"])) == 1
     assert degrees(rotation["property.first_failure"]) == counterexample
