@@ -24,6 +24,7 @@ from .datasets import content_digest, freeze
 from .errors import RobustnessUsageError
 from .example_database import RegisteredModelExampleDatabase
 from .model_slots import BASELINE
+from .thresholds import Cell
 from .transforms import Corruption, Transform
 
 SHOWN = 8  # images in the logged picture
@@ -39,13 +40,24 @@ class Observation:
     metrics: dict[str, float]
     shown: np.ndarray  # the first SHOWN transformed images
     predictions: np.ndarray
+    baseline: float | None = None  # the --baseline-uri model's value under the same transform
+    tolerance: float = 0.0  # max_regression below it
+    baseline_uri: str = ""
+
+    def violations(self) -> list[str]:
+        name = self.metric.replace("_", " ")
+        found = [f"{name} {self.value:.2f} < {self.threshold:.2f}"] if self.value < self.threshold else []
+        if self.baseline is not None and self.value < self.baseline - self.tolerance:
+            found.append(f"{name} {self.value:.2f} < baseline {self.baseline_uri} {self.baseline:.2f} - max_regression "
+                         f"{self.tolerance:g}")
+        return found
 
     @property
     def failed(self) -> bool:
-        return self.value < self.threshold
+        return bool(self.violations())
 
     def message(self) -> str:
-        return f"{self.transform.describe()}: {self.metric.replace('_', ' ')} {self.value:.2f} < {self.threshold:.2f}"
+        return f"{self.transform.describe()}: {'; '.join(self.violations())}"
 
 
 @dataclass
@@ -110,11 +122,24 @@ class PropertyCell:
         metric = "label_invariance" if per_image else "transformed_accuracy"
         seen = Observation(self.property_search.tried + 1, t, metric, values[metric], threshold, values,
                            np.array(x_t[:SHOWN]), predicted[:SHOWN])
+        if self.session.settings.baseline_uri_for(self.architecture):
+            self._against_baseline(seen, x, y, x_t)
         self.property_search.observe(seen)
         self.property_search.extra["samples"] = len(x)
         if seen.failed:
             pytest.fail(f"{self.item.name}: {seen.message()}", pytrace=False)
         return values
+
+    def _against_baseline(self, seen: Observation, x: np.ndarray, y: np.ndarray, x_t: np.ndarray) -> None:
+        """With ``--baseline-uri``: the baseline model under the same transform, no more than max_regression
+        better than the candidate."""
+        baseline = self.session.predictor(self.architecture, BASELINE)
+        with self.timed("score"):
+            clean, predicted = baseline.predict(x).argmax(axis=1), baseline.predict(x_t).argmax(axis=1)
+        value = float((predicted == (clean if seen.metric == "label_invariance" else y)).mean())
+        seen.baseline, seen.baseline_uri = value, self.registered_model(BASELINE).uri
+        seen.tolerance = self.session.thresholds.max_regression_for(Cell("invariant", {}, self.architecture))[0]
+        seen.metrics[f"baseline_{seen.metric}"] = value
 
     # -- Hypothesis: the database of this cell's counterexamples ----------------------------------
     def example_database(self, cell: str):

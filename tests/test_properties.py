@@ -98,9 +98,10 @@ def degrees(description: str) -> float:
     return float(found.group(1))
 
 
-def run(pytester, store: Store, uri: str, xml: str):
+def run(pytester, store: Store, uri: str, xml: str, *args: str):
     pytester.makepyfile(test_properties_suite=SUITE)
-    result = pytester.runpytest(*ARGS, "--mlflow-uri", store.uri, "--model-uri", f"cnn={uri}", "--junitxml", xml)
+    result = pytester.runpytest(*ARGS, "--mlflow-uri", store.uri, "--model-uri", f"cnn={uri}", "--junitxml", xml,
+                                *args)
     return result, cells(pytester.path / xml)
 
 
@@ -151,15 +152,21 @@ def test_a_rotation_property_shrinks_its_counterexample_remembers_it_and_the_gri
     assert "property.counterexample" not in rotation and float(rotation["property.examples_tried"]) == 30
     assert float(rotation["property.worst_value"]) >= FLOOR and degrees(rotation["property.worst_transform"]) != 0
 
-    # A new version of the plain model: the stored counterexample is the first example tried.
+    # A new version of the plain model: the stored counterexample is the first example tried; against the
+    # augmented model as the baseline, the same rotation is also a regression.
     mlflow.set_tracking_uri(store.uri)
     try:
         _log(plain, "plain")
     finally:
         mlflow.set_tracking_uri(None)
-    result, found = run(pytester, store, "models:/plain/2", "plain2.xml")
+    result, found = run(pytester, store, "models:/plain/2", "plain2.xml", "--baseline-uri", "models:/augmented/1")
     result.assert_outcomes(failed=2, passed=1)
     rotation = found["test_rotation[cnn]"]
+    baseline = float(rotation["property.baseline_transformed_accuracy"])
+    assert baseline > float(rotation["property.transformed_accuracy"]) + 0.05
+    result.stdout.fnmatch_lines([f"*test_rotation?cnn?: rotation {counterexample:g} deg: transformed accuracy 0.* < "
+                                 f"{FLOOR:.2f}; transformed accuracy 0.* < baseline models:/augmented/1 "
+                                 f"{baseline:.2f} - max_regression *"])
     assert int(float(rotation["property.first_failure_index"])) == 1
     assert degrees(rotation["property.first_failure"]) == counterexample
     assert degrees(rotation["property.counterexample"]) == counterexample
