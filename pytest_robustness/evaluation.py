@@ -199,8 +199,11 @@ class Robustness(TransferCell, DefendedCell, BaselineCell, PropertyCell):
         """Fail the test, listing every violated bound: the suite's ``floors``, overridden per metric by
         configured thresholds, and with ``--baseline-uri`` no drop of more than the tolerance below
         the baseline model on the same cell."""
-        if not isinstance(result, AttackResult):
-            failures = check_bounds(dict(result), [Bound(k, ">=", v, "suite default") for k, v in floors.items()])
+        if not isinstance(result, AttackResult):  # a property cell's values: configured by its kind, if any
+            bounds = (self.session.thresholds.bounds_for(Cell(self.property_kind, {}, self.architecture), dict(result),
+                                                         floors) if self.property_kind else
+                      [Bound(k, ">=", v, "suite default") for k, v in floors.items()])
+            failures = check_bounds(dict(result), bounds)
             if failures:
                 pytest.fail(f"{self.item.name}: " + "; ".join(failures), pytrace=False)
             return

@@ -83,6 +83,7 @@ class PropertyCell:
     """The property methods of the ``robustness`` cell (``evaluation.Robustness``)."""
 
     _search: PropertySearch | None = None
+    property_kind: str = ""  # "spatial_grid" or "corruption_errors" once run: configured thresholds select it
 
     @property
     def property_search(self) -> PropertySearch:
@@ -113,13 +114,18 @@ class PropertyCell:
         if threshold is None and not per_image:
             raise RobustnessUsageError("robustness.invariant: give the accuracy threshold, e.g. invariant(t, 0.8)")
         threshold = 1.0 if threshold is None else float(threshold)
+        metric = "label_invariance" if per_image else "transformed_accuracy"
         x, y = self.property_images(max_samples)
         clean = self.session.predictor(self.architecture).predict(x).argmax(axis=1)
         x_t, probabilities = self.transformed_predictions(t, x)
         predicted = probabilities.argmax(axis=1)
         values = {"clean_accuracy": float((clean == y).mean()), "transformed_accuracy": float((predicted == y).mean()),
                   "label_invariance": float((predicted == clean).mean())}
-        metric = "label_invariance" if per_image else "transformed_accuracy"
+        # a configured floor (``attack = "invariant"``) replaces the suite's, as for any cell
+        configured = [b for b in self.session.thresholds.bounds_for(Cell("invariant", {}, self.architecture), values,
+                                                                    {metric: threshold})
+                      if b.metric == metric and b.op == ">="]
+        threshold = configured[0].value if configured else threshold
         seen = Observation(self.property_search.tried + 1, t, metric, values[metric], threshold, values,
                            np.array(x_t[:SHOWN]), predicted[:SHOWN])
         if self.session.settings.baseline_uri_for(self.architecture):
@@ -156,6 +162,7 @@ class PropertyCell:
         with self.timed("score"):
             found = spatial_grid.search(grid, x, y, predictor.predict)
         values = found.metrics()
+        self.property_kind = "spatial_grid"
         universal = found.universal
         params = {"spatial.max_translation": max_translation, "spatial.num_translations": num_translations,
                   "spatial.max_rotation": max_rotation, "spatial.num_rotations": num_rotations, "samples": len(x),
@@ -232,6 +239,7 @@ class PropertyCell:
                     x_c = self.transformed(Corruption(name, severity, self.seed), x)
                     with self.timed("score"):
                         errors[slot][name, severity] = float((predictor.predict(x_c).argmax(1) != y).mean())
+        self.property_kind = "corruption_errors"
         mine = errors["candidate"]
         values = {f"corruption_accuracy.{n}.{s}": 1.0 - e for (n, s), e in mine.items()}
         values["clean_accuracy"] = 1.0 - clean_error["candidate"]

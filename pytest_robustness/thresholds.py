@@ -44,7 +44,7 @@ from .attacks import ATTACKS as BUILTIN_ATTACKS
 from .defenses import DEFENSES as BUILTIN_DEFENSES
 from .defenses import THREAT_MODELS
 from .errors import RobustnessUsageError
-from .metric_names import KNOWN_METRICS
+from .metric_names import KNOWN_METRICS, PROPERTY_CELLS
 from .metrics import DISTANCE_METRICS
 from .statistics import PROPORTIONS, wilson_interval
 
@@ -252,7 +252,7 @@ def _entry(where: Path, number: int, item: Any, registry: Any = None, architectu
     selectors = {k: item[k] for k in SELECTORS if k in item}
     metrics = known_metrics()
     known = list(dict.fromkeys([*ARCHITECTURES, *architectures]))  # ours and the given models' names
-    choices = {"attack": list(ATTACKS), "architecture": known, "source_architecture": [*known, "baseline"],
+    choices = {"attack": [*ATTACKS, *PROPERTY_CELLS], "architecture": known, "source_architecture": [*known, "baseline"],
                "defense": ["none", *DEFENSES],
                "threat_model": list(THREAT_MODELS)}
     for key, allowed in choices.items():
@@ -261,7 +261,7 @@ def _entry(where: Path, number: int, item: Any, registry: Any = None, architectu
     if "params" in selectors:
         if not isinstance(selectors["params"], dict):
             raise RobustnessUsageError(f"{label}: params must be a table, e.g. params = {{ eps = 0.1 }}")
-        if "attack" not in selectors:
+        if "attack" not in selectors or selectors["attack"] in PROPERTY_CELLS:
             raise RobustnessUsageError(f"{label}: params need an attack to belong to")
         schema = ATTACKS[selectors["attack"]].schema
         unknown = [p for p in selectors["params"] if p not in schema]

@@ -145,9 +145,13 @@ def test_a_rotation_property_shrinks_its_counterexample_remembers_it_and_the_gri
     assert float(grid["universal_accuracy"]) == pytest.approx(art_accuracy)
     assert float(grid["per_image_accuracy"]) <= float(grid["universal_accuracy"])
 
-    # The same model trained with rotations passes, and says what it was tried on.
-    result, found = run(pytester, store, "models:/augmented/1", "augmented.xml")
-    result.assert_outcomes(passed=2, failed=1)
+    # The same model trained with rotations passes, and says what it was tried on; a configured threshold
+    # selects the grid cell by its kind and replaces the suite's floor.
+    pytester.path.joinpath("thresholds.toml").write_text(
+        '[[thresholds]]\nattack = "spatial_grid"\narchitecture = "cnn"\nuniversal_accuracy = 0.99\n')
+    result, found = run(pytester, store, "models:/augmented/1", "augmented.xml", "--thresholds", "thresholds.toml")
+    result.assert_outcomes(passed=1, failed=2)
+    result.stdout.fnmatch_lines(["*test_grid?cnn?: universal_accuracy 0.* < 0.9900 (thresholds.toml entry 1)*"])
     rotation = found["test_rotation[cnn]"]
     assert "property.counterexample" not in rotation and float(rotation["property.examples_tried"]) == 30
     assert float(rotation["property.worst_value"]) >= FLOOR and degrees(rotation["property.worst_transform"]) != 0

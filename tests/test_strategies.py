@@ -139,3 +139,20 @@ def test_the_database_keeps_examples_per_model_and_cell(tmp_path):
     one.delete(b"k", b"\x02")  # already gone: nothing happens
     assert list(RegisteredModelExampleDatabase(client, "m", "a.py::t[x]").fetch(b"k")) == [b"\x00\x01"]
     assert "a.py::t[x]" in client.get_registered_model("m").tags.values()
+
+
+def test_thresholds_select_property_cells_by_kind(tmp_path):
+    from pytest_robustness.errors import RobustnessUsageError
+    from pytest_robustness.thresholds import Cell, load_table
+
+    path = tmp_path / "t.toml"
+    path.write_text('[[thresholds]]\nattack = "invariant"\ntransformed_accuracy = 0.5\n'
+                    '[[thresholds]]\nattack = "corruption_errors"\nmean_corruption_accuracy = 0.9\n')
+    table = load_table(path, tmp_path, 0.02)
+    [bound] = table.bounds_for(Cell("invariant", {}, "le_net"), {}, {"transformed_accuracy": 0.8})
+    assert (bound.value, bound.source) == (0.5, "t.toml entry 1")
+    [bound] = table.bounds_for(Cell("corruption_errors", {}, "le_net"), {}, {"mean_corruption_accuracy": 0.7})
+    assert bound.value == 0.9
+    path.write_text('[[thresholds]]\nattack = "spatial_grid"\nparams = { eps = 0.1 }\nuniversal_accuracy = 0.5\n')
+    with pytest.raises(RobustnessUsageError, match="params need an attack"):
+        load_table(path, tmp_path, 0.02)
