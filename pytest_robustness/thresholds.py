@@ -298,7 +298,7 @@ def metric_range(metric: str) -> tuple[float, float]:
     """The values a metric can take: a bound outside them can never be met (or always is)."""
     if metric in ("accuracy_gain", "clean_accuracy_gain"):
         return -1.0, 1.0
-    if metric == "patched_count":
+    if metric in ("patched_count", "mce", "relative_mce"):  # corruption errors relative to a baseline's
         return 0.0, math.inf
     base, _, stat = next(((d, "_", metric[len(d) + 1:]) for d in DISTANCE_METRICS
                           if metric == d or metric.startswith(f"{d}_")), (metric, "", ""))
