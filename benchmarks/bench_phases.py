@@ -6,7 +6,7 @@ Runs the suites cold (empty store and cache) once per attack backend, each in it
 ``pytest`` process, and reads the phases back from the MLflow store: every test's nested run
 carries ``robustness.seconds.<phase>`` tags (``craft``: generating the attack, ``craft_adaptive``:
 attacks against a defended model, ``score``: predictions and metrics, ``probe``: the gradient-masking
-checks, ``log``: MLflow records and
+checks, ``transform``: property cells' transforms and corruptions, ``log``: MLflow records and
 evidence, ``train``: model training the cell triggered, TensorFlow's start-up included) and every training run its own duration
 (plain training apart from each recipe, e.g. PGD adversarial training). A new cell that is slow
 shows up here in its phase the day it lands, and the slowest cells of each phase are named.
@@ -26,7 +26,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_suite import run_suite  # noqa: E402
 
-PHASES = ("craft", "craft_adaptive", "score", "probe", "log")
+PHASES = ("craft", "craft_adaptive", "transform", "score", "probe", "log")
 SLOWEST = 3
 
 

@@ -25,6 +25,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pytest_robustness"
 LAYERS = [
     ("errors", "params", "registry_scope", "old_paths"),  # at the package's top: what every layer may use
     "metrics",
+    "transforms",
+    "strategies",  # the public module of Hypothesis strategies that draw transforms
     "data",
     "tracking",
     "models",

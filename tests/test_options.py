@@ -53,6 +53,8 @@ def test_markers_are_registered(pytester):
     result.stdout.fnmatch_lines([
         "@pytest.mark.robustness: a robustness suite*",
         "@pytest.mark.fgm: Fast Gradient Method evasion attack cells",
+        "@pytest.mark.spatial: rotations and translations*",
+        "@pytest.mark.corruption: Hendrycks & Dietterich's common corruptions*",
         "@pytest.mark.gpu: needs a GPU: skipped unless --gpu",
         "@pytest.mark.slow: slow on CPU*",
         *[f"@pytest.mark.{arch}: cells on the {arch} architecture"

@@ -7,8 +7,9 @@ recompute them with ART and the registered model.
 
 The cell is composed of small parts, each with its own module: ``Crafter`` (crafting
 and scoring on a model slot), ``CellRun`` (the MLflow run and JUnit record),
-``Defender`` (defended cells), ``Transfers`` (examples crafted elsewhere) and
-``Baseline`` (the baseline's numbers on the same cell). Here: the API suites call,
+``Defender`` (defended cells), ``Transfers`` (examples crafted elsewhere),
+``Baseline`` (the baseline's numbers on the same cell) and ``Properties`` (transforms
+searched by Hypothesis, the spatial grid, corruptions). Here: the API suites call,
 and the verdict.
 """
 
@@ -31,6 +32,7 @@ from .cell_run import CellRun
 from .crafting import Crafter
 from .defended import Defender
 from .phases import PhaseTimer
+from .properties import Properties
 from .result import AttackResult, correctness
 from .transfer import Transfers
 
@@ -48,6 +50,7 @@ class Robustness:
         self.defender = Defender(self.crafter, self.cell_run)
         self.transfers = Transfers(self.crafter, self.cell_run)
         self.baseline = Baseline(self.crafter, self.defender)
+        self.properties = Properties(self.crafter, self.cell_run, item)
 
     @property
     def run_id(self) -> str | None:
@@ -135,6 +138,23 @@ class Robustness:
         """Dioptra's ``infer``: this model on the adversarial set another run logged (``Transfers.infer``)."""
         return self.transfers.infer(run_id, artifact)
 
+    # -- properties (``Properties``) ---------------------------------------------------------------
+    def invariant(self, t, threshold: float | None = None, *, per_image: bool = False,
+                  max_samples: int | None = None) -> dict[str, float]:
+        """Fail unless the model keeps its accuracy (or, ``per_image``, its labels) under transform ``t``."""
+        return self.properties.invariant(t, threshold, per_image=per_image, max_samples=max_samples)
+
+    def spatial_grid(self, max_translation: float = 10.0, num_translations: int = 3, max_rotation: float = 30.0,
+                     num_rotations: int = 7, *, max_samples: int | None = None) -> dict[str, float]:
+        """The universal and per-image worst case on ART's grid of rotations and translations."""
+        return self.properties.spatial_grid(max_translation, num_translations, max_rotation, num_rotations,
+                                            max_samples=max_samples)
+
+    def corruption_errors(self, severities=(1, 2, 3, 4, 5), names=None, *,
+                          max_samples: int | None = None) -> dict[str, float]:
+        """Accuracy under every corruption x severity, its mean and, against the baseline, the mCE."""
+        return self.properties.corruption_errors(severities, names, max_samples=max_samples)
+
     def baseline_metrics(self, result: AttackResult) -> dict[str, float] | None:
         return self.baseline.metrics_and_correctness(result)[0]
 
@@ -146,8 +166,11 @@ class Robustness:
         """Fail the test, listing every violated bound: the suite's ``floors``, overridden per metric by
         configured thresholds, and with ``--baseline-uri`` no drop of more than the tolerance below
         the baseline model on the same cell."""
-        if not isinstance(result, AttackResult):
-            failures = check_bounds(dict(result), [Bound(k, ">=", v, "suite default") for k, v in floors.items()])
+        if not isinstance(result, AttackResult):  # a property cell's values: configured by its kind, if any
+            kind = self.properties.kind
+            bounds = (self.session.thresholds.bounds_for(Cell(kind, {}, self.architecture), dict(result), floors)
+                      if kind else [Bound(k, ">=", v, "suite default") for k, v in floors.items()])
+            failures = check_bounds(dict(result), bounds)
             if failures:
                 pytest.fail(f"{self.item.name}: " + "; ".join(failures), pytrace=False)
             return

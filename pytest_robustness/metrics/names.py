@@ -13,6 +13,12 @@ from .formulas import DISTANCE_METRICS
 CONTROL_METRICS = ("control_accuracy", "control_targeted_success_rate", "accuracy_below_control",
                    "targeted_success_over_control")
 
+# Property cells (``cells.properties``): what thresholds may select them by (``attack = "spatial_grid"``) and
+# the metrics they gate.
+PROPERTY_CELLS = ("invariant", "spatial_grid", "corruption_errors")
+PROPERTY_METRICS = ("transformed_accuracy", "label_invariance", "universal_accuracy", "universal_fooling_rate",
+                    "per_image_accuracy", "per_image_fooling_rate", "mean_corruption_accuracy", "mce", "relative_mce")
+
 JUNIT_METRICS = ("clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
                  "defended_accuracy", "accuracy_gain", "transfer_rate", *DISTANCE_METRICS, "control_accuracy",
                  "control_targeted_success_rate", "defended_accuracy_std")
@@ -27,6 +33,6 @@ KNOWN_METRICS = (
     "patched_accuracy", "patched_count", "transfer_rate", *DEFENSE_METRICS,
     *(f"{name}{stat}" for name in DISTANCE_METRICS for stat in ("", "_median", "_stdev", "_iqr", "_min", "_max")),
     *(f"{subset}_{name}" for subset in ("clean", "adversarial") for name in ("precision", "recall", "f1", "auc")),
-    *CONTROL_METRICS,
+    *CONTROL_METRICS, *PROPERTY_METRICS,
     *(f"{name}{bound}" for name in statistics.PROPORTIONS for bound in ("_ci_low", "_ci_high")),
 )

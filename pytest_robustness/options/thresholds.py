@@ -44,7 +44,7 @@ from ..defenses.catalog import DEFENSES as BUILTIN_DEFENSES
 from ..defenses.catalog import THREAT_MODELS
 from ..errors import RobustnessUsageError
 from ..metrics.formulas import DISTANCE_METRICS
-from ..metrics.names import KNOWN_METRICS
+from ..metrics.names import KNOWN_METRICS, PROPERTY_CELLS
 from ..metrics.statistics import PROPORTIONS, wilson_interval
 from ..models.architectures import ARCHITECTURES as BUILTIN_ARCHITECTURES
 
@@ -253,7 +253,7 @@ def _entry(where: Path, number: int, item: Any, registry: Any = None, architectu
     selectors = {k: item[k] for k in SELECTORS if k in item}
     metrics = known_metrics()
     known = list(dict.fromkeys([*ARCHITECTURES, *architectures]))  # ours and the given models' names
-    choices = {"attack": list(ATTACKS), "architecture": known, "source_architecture": [*known, "baseline"],
+    choices = {"attack": [*ATTACKS, *PROPERTY_CELLS], "architecture": known, "source_architecture": [*known, "baseline"],
                "defense": ["none", *DEFENSES],
                "threat_model": list(THREAT_MODELS)}
     for key, allowed in choices.items():
@@ -262,7 +262,7 @@ def _entry(where: Path, number: int, item: Any, registry: Any = None, architectu
     if "params" in selectors:
         if not isinstance(selectors["params"], dict):
             raise RobustnessUsageError(f"{label}: params must be a table, e.g. params = {{ eps = 0.1 }}")
-        if "attack" not in selectors:
+        if "attack" not in selectors or selectors["attack"] in PROPERTY_CELLS:
             raise RobustnessUsageError(f"{label}: params need an attack to belong to")
         schema = ATTACKS[selectors["attack"]].schema
         unknown = [p for p in selectors["params"] if p not in schema]
@@ -299,7 +299,7 @@ def metric_range(metric: str) -> tuple[float, float]:
     """The values a metric can take: a bound outside them can never be met (or always is)."""
     if metric in ("accuracy_gain", "clean_accuracy_gain"):
         return -1.0, 1.0
-    if metric == "patched_count":
+    if metric in ("patched_count", "mce", "relative_mce"):  # corruption errors relative to a baseline's
         return 0.0, math.inf
     base, _, stat = next(((d, "_", metric[len(d) + 1:]) for d in DISTANCE_METRICS
                           if metric == d or metric.startswith(f"{d}_")), (metric, "", ""))

@@ -22,7 +22,7 @@ from . import hookspecs
 from .ours import DEPENDENCY_WARNINGS, SUITE_MARKER, dependency_warnings_ignored  # noqa: F401  (re-exported)
 from .robustness_plugin import PLUGIN_KEY, PLUGIN_NAME, RobustnessPlugin
 
-pytest_plugins = ["pytest_robustness.plugin.fixtures"]
+pytest_plugins = ["pytest_robustness.plugin.fixtures", "pytest_robustness.plugin.property_hooks"]
 
 MARKERS = {
     SUITE_MARKER: "a robustness suite's test: the plugin parametrises, skips and filters it (as any test using "
@@ -32,6 +32,8 @@ MARKERS = {
     "evasion": "iterative, optimisation and black-box evasion attack cells (PGD, CW-L2, DeepFool, Square)",
     "defense": "cells that evaluate a defense",
     "transfer": "examples crafted on one model, judged on another (source-to-target pairs)",
+    "spatial": "rotations and translations: ART's spatial grid (universal, per-image) and searched properties",
+    "corruption": "Hendrycks & Dietterich's common corruptions at severities 1-5, mean corruption accuracy, mCE",
     "gpu": "needs a GPU: skipped unless --gpu",
     "slow": "slow on CPU (large architectures, adversarial training); deselect with -m 'not slow'",
     **{name: f"cells on the {name} architecture" for name in ARCHITECTURES},
