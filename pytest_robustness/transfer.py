@@ -22,8 +22,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from .architectures import get_architecture, known_architectures
+from .architectures import known_architectures
 from .cache import ArrayCache
+from .cell_labels import label_marks
 from .mlflow_search import equals, search_runs
 from .transfer_cells import SETTING_TAG, SOURCE_TAG
 
@@ -33,15 +34,10 @@ MATRIX_DIR = "transfer_matrix"
 
 # -- parametrisation -----------------------------------------------------------------------------
 def transfer_pairs(names) -> list:
-    """Every ordered (source, target) pair, each marked with both architectures (and ``slow``)."""
-    params = []
-    for source in names:
-        for target in names:
-            marks = [getattr(pytest.mark, name) for name in dict.fromkeys((source, target))]
-            if get_architecture(source).slow or get_architecture(target).slow:
-                marks.append(pytest.mark.slow)
-            params.append(pytest.param(source, target, id=f"{source}-to-{target}", marks=marks))
-    return params
+    """Every ordered (source, target) pair of model labels (built-in architectures or the names of given
+    models), each marked with both labels (and ``slow``)."""
+    return [pytest.param(source, target, id=f"{source}-to-{target}", marks=label_marks(source, target))
+            for source in names for target in names]
 
 
 def is_transfer_test(fixturenames) -> bool:

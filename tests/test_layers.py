@@ -39,7 +39,7 @@ LAYERS = {
     "cell API": {"evaluation", "attack_result", "scoring", "cell_artifacts", "defended_cells", "baselines",
                  "transfer_cells", "masking", "patch_control", "randomised", "grid", ""},  # "" is the package itself: the suites' API (attack_cases ...)
     "pytest glue": {"plugin", "robustness_plugin", "scope", "junit", "fixtures", "reporting", "gating", "sweeps",
-                    "ordering", "transfer"},
+                    "ordering", "transfer", "cell_labels", "ci_reports"},
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 LAYER_NAME = {module: name for name, modules in LAYERS.items() for module in modules}
