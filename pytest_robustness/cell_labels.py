@@ -34,24 +34,14 @@ def label_marks(*labels: str) -> list[pytest.MarkDecorator]:
     return marks
 
 
-def is_given(settings: Settings, label: str) -> bool:
-    """A model the user gave (``--model-uri``, ``--model-file``): tested as it is, never trained here."""
-    return label in settings.model.user_architectures
-
-
-def _given_option(settings: Settings, label: str) -> str:
-    return f"--model-uri {label}=..." if settings.model_uri_for(label) else "--model-file"
-
-
 def not_applicable(settings: Settings, params: dict) -> str | None:
     """Why a cell with these parametrised values cannot run on its models, in one line; None if it can."""
-    labels = [params[name] for name in LABEL_ARGNAMES if isinstance(params.get(name), str)]
-    trains = [case for case in params.values() if isinstance(case, DefenseCase) and case.trains]
-    for case in trains:
-        for label in dict.fromkeys(labels):
-            if is_given(settings, label):
-                return (f"{case.name} trains a model of its own from the architecture, and {label} is a given "
-                        f"model ({_given_option(settings, label)}), not an architecture the harness can train")
+    labels = dict.fromkeys(params[name] for name in LABEL_ARGNAMES if isinstance(params.get(name), str))
+    for case in (value for value in params.values() if isinstance(value, DefenseCase) and value.trains):
+        for label in labels:
+            reason = settings.model.not_trainable(label, case.name)
+            if reason is not None:
+                return reason
     return None
 
 

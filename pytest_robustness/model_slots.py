@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from .architectures import get_architecture
 from .defenses import recipe as registered_recipe
-from .errors import RobustnessUsageError
+from .errors import NotApplicable
 from .model_files import register_model_file
 from .model_loading import file_digest
 from .model_registry import (
@@ -51,9 +51,9 @@ def load_or_train(session: "RobustnessSession", architecture: str, recipe: str) 
         return load_registered(client, name, version, session.tensorflow, trust_code=trust)
     if session.settings.model.model_file is not None and not recipe:
         return register_model_file(session, architecture)
-    if architecture in session.settings.model.user_architectures:
-        raise RobustnessUsageError(f"{recipe} training of a given model ({architecture}) is not supported: the "
-                                   "harness trains only its own architectures; deselect with -m 'not slow'")
+    reason = session.settings.model.not_trainable(architecture, recipe)
+    if reason is not None:  # a suite that asks for it without defense_cases (which skips at collection)
+        raise NotApplicable(reason)
     # Plain training, else a recipe a defense registered in this session's registry.
     recipe_fn, recipe_params = TRAINING_RECIPES[recipe] if recipe in TRAINING_RECIPES else registered_recipe(recipe)
     params = session.settings.training_for(architecture)
