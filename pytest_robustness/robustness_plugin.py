@@ -121,11 +121,15 @@ class RobustnessPlugin:
         """Per-phase reports, so the ``robustness`` fixture can tell how its test ended."""
         report = yield
         item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
-        if report.when == "call" and self.config.pluginmanager.hasplugin("html"):
+        if report.when == "call" and self._html_report():
             extras = picture_extras(self._staged_artifacts(item))
             if extras:  # pytest-html shows them with the test (its report.extras)
                 report.extras = [*getattr(report, "extras", []), *extras]
         return report
+
+    def _html_report(self) -> bool:
+        """pytest-html is registered and writes a report in this run (``--html``)."""
+        return self.config.pluginmanager.hasplugin("html") and bool(getattr(self.config.option, "htmlpath", None))
 
     def _staged_artifacts(self, item: pytest.Item):
         """The folder holding what this cell's MLflow run will upload (its evidence pictures), if any."""

@@ -1,6 +1,7 @@
 """The verdict where CI shows it: GitHub Actions' job summary, pytest-html's report, MLflow's classic view.
 
-(The README's CI gate writes ``$GITHUB_STEP_SUMMARY`` end to end in ``tests/test_readme.py``.)
+(The README's CI gate writes ``$GITHUB_STEP_SUMMARY`` end to end in ``tests/test_readme.py``; the runs of
+``tests/test_journeys.py``, with pytest-html installed but no ``--html``, check that no report carries extras.)
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def test_the_summary_table_as_markdown_says_what_the_terminal_says(tmp_path):
         "| patch scale0.3\\|x | 0.900 |  |",
     ]
     assert "- too few images: `t::c`: needs 400 images" in lines
-    assert lines[-1] == "**nothing promoted to @champion: 1 test(s) failed**"
+    assert markdown.rstrip().splitlines()[-1] == "**nothing promoted to @champion: 1 test(s) failed**"
     for terminal in summary_lines(cells)[2:4]:  # the terminal's cells, the same texts
         for text in re.split(r"\s{2,}", terminal.strip())[1:]:
             assert text.replace(" FAIL", " **FAIL**") in markdown
@@ -64,6 +65,8 @@ def test_pytest_html_shows_each_cells_pictures_and_the_experiment_opens_mlflows_
     pytester.makepyfile(test_suite=FGM_SUITE)
     result = run_robustness(pytester, "--html", "report.html", "--self-contained-html", store=trained_store)
     result.assert_outcomes(passed=2)
+    calls = [r for r in result.reprec.getreports("pytest_runtest_logreport") if r.when == "call"]
+    assert [[e["name"] for e in r.extras] for r in calls] == [["samples.png"], ["samples.png"]]
     html = (pytester.path / "report.html").read_text()
     pictures = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
     assert len(pictures) == 2 and all(base64.b64decode(p).startswith(b"\x89PNG") for p in pictures)
@@ -73,15 +76,3 @@ def test_pytest_html_shows_each_cells_pictures_and_the_experiment_opens_mlflows_
     assert base64.b64encode(open(logged, "rb").read()).decode() in pictures  # the very picture MLflow holds
     experiment = client.get_experiment_by_name("mnist")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-
-
-def test_without_pytest_html_reports_carry_no_extras(pytester, trained_store):
-    pytester.makepyfile(test_suite=FGM_SUITE)
-    pytester.makeconftest("""
-def pytest_runtest_logreport(report):
-    if report.when == "call":
-        print("EXTRAS", len(getattr(report, "extras", [])))
-""")
-    result = run_robustness(pytester, "-p", "no:html", "-s", store=trained_store)
-    result.assert_outcomes(passed=2)
-    assert result.stdout.str().count("EXTRAS 0") == 2 and "EXTRAS 1" not in result.stdout.str()

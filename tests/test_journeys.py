@@ -8,7 +8,9 @@ folder of RGB JPEGs; scikit-learn's 8x8 digits for the last three). Each row is 
 of ``robustness_suites`` that collects every suite for the row's model (no collection error, the cells a
 built-in architecture gets) and runs a fast cell of one marker; across the rows every marker (``fgm``,
 ``patch``, ``defense`` under both threat models, ``transfer`` between several given models, ``evasion``)
-runs, and training-time defenses skip with their one-line reason. ``--model-file`` is one more row.
+runs, and training-time defenses skip with their one-line reason (at collection, and when a suite of the
+user's own asks for one). One row gives its model as a ``--model-file`` (registered by the harness with
+``mlflow.keras``). No run carries pytest-html extras: pytest-html may be installed, but no ``--html`` is given.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class Row:
     scale: int  # 1: pixels in [0, 1]; 255: [0, 255] (a Rescaling layer in the model)
     select: str  # -k: the cells this row runs
     outcome: str  # what the run must end with
+    model_file: bool = False  # given as a .keras file (--model-file, --architecture cnn), not a registered URI
 
     @property
     def name(self) -> str:
@@ -51,12 +54,13 @@ class Row:
 
 # Pairwise covering: every two factors' value pairs occur; each marker runs in some row.
 ROWS = [
-    Row("mnist", "keras", "logits", 1, FGM_01, "1 passed"),
+    Row("mnist", "keras", "logits", 1, f"{FGM_01} or test_pgd_asked_directly", "1 passed, 1 skipped"),
     Row("mnist", "tensorflow", "softmax", 255, "test_deepfool", "1 passed"),
     Row("npz", "keras", "softmax", 255, "test_fgm_defense and eps0.1 and spatial_smoothing or test_pgd_fgm",
         "2 passed, 2 skipped"),
     Row("npz", "tensorflow", "logits", 1, "test_fgm_transfer and eps0.1", "4 passed"),  # with a second candidate
-    Row("png", "keras", "logits", 255, "test_patch_transfer and scale0.3-corrupt", "1 passed"),
+    Row("png", "keras", "logits", 255, "test_patch_transfer and scale0.3-corrupt or test_pgd_patch", "1 passed, 2 skipped",
+        model_file=True),  # --model-file: registered by the harness with mlflow.keras
     Row("png", "tensorflow", "softmax", 1, FGM_01, "1 passed"),
     Row("jpeg", "keras", "softmax", 1, "test_pgd and linf-eps0.1", "1 passed"),
     Row("jpeg", "tensorflow", "logits", 255, "test_fgm_defense and eps0.1 and jpeg_compression-adaptive", "1 passed"),
@@ -126,19 +130,23 @@ def journeys(tmp_path_factory):
     mlflow.set_tracking_uri(store.uri)
     try:
         for row in ROWS:
+            if row.model_file:
+                _variant(bases[row.data], row.output, row.scale).save(root / f"{row.name}.keras")
+                continue
             flavor = mlflow.keras if row.flavor == "keras" else mlflow.tensorflow
             with mlflow.start_run():
                 flavor.log_model(_variant(bases[row.data], row.output, row.scale), name="model",
                                  registered_model_name=row.name, pip_requirements=PIP)
     finally:
         mlflow.set_tracking_uri(None)
-    file = root / "cnn.keras"
-    _variant(bases["png"], "logits", 1).save(file)
-    return store, specs, file
+    return store, specs, root
 
 
 def _run(pytester, store, *args):
-    return pytester.runpytest_inprocess(str(SUITES), "--mlflow-uri", store.uri, "--samples", "32", *IN_PROCESS, *args)
+    result = pytester.runpytest_inprocess(str(SUITES), "--mlflow-uri", store.uri, "--samples", "32", *IN_PROCESS, *args)
+    # pytest-html may be installed (its plugin registered), but without --html no report carries pictures.
+    assert not [r.nodeid for r in result.reprec.getreports("pytest_runtest_logreport") if getattr(r, "extras", None)]
+    return result
 
 
 def _collected(result) -> int:
@@ -163,35 +171,42 @@ def reference_cells(pytester, store, *architectures: str) -> int:
 
 @pytest.mark.parametrize("row", ROWS, ids=lambda row: row.name.removeprefix("journey_"))
 def test_journey(pytester, journeys, row):
-    store, specs, _ = journeys
+    store, specs, root = journeys
     candidates = ["--model-uri", f"cnn=models:/{row.name}/1"]
+    if row.model_file:
+        candidates = ["--model-file", str(root / f"{row.name}.keras"), "--architecture", "cnn"]
     if row.select.startswith("test_fgm_transfer"):  # several candidates: transfer pairs between the given models
         other = next(r for r in ROWS if r.data == "png" and r.scale == row.scale)
         candidates += ["--model-uri", f"other=models:/{other.name}/1"]
+    if "test_pgd_asked_directly" in row.select:  # a suite of the user's own beside the shipped ones
+        pytester.makepyfile(test_direct=DIRECT_PGD)
+        candidates += [str(pytester.path / "test_direct.py")]
     result = _run(pytester, store, "--dataset", specs[row.data], *candidates, "-k", row.select,
                   *(["--input-range", "0,255"] if row.scale == 255 else []), "--junitxml", "report.xml")
     output = "\n".join(result.outlines)
     assert result.ret == 0, output[-4000:]  # a collection error would exit 2
     several = "other=" in " ".join(candidates)
     # Every suite collected for the given model(s), as for built-in architectures (transfer: every pair).
-    assert _collected(result) == reference_cells(pytester, store, *(("le_net", "shallow_net") if several
-                                                                     else ("shallow_net",))), output[-3000:]
+    own = 1 if "test_pgd_asked_directly" in row.select else 0
+    assert _collected(result) == own + reference_cells(pytester, store, *(("le_net", "shallow_net") if several
+                                                                           else ("shallow_net",))), output[-3000:]
     assert re.search(rf"\b{row.outcome}\b", output), output[-3000:]
     ids = re.findall(r"<testcase [^>]*name=\"([^\"]+)\"", (pytester.path / "report.xml").read_text())
     assert ids and all(re.search(r"\[(cnn|other)-", i) for i in ids), ids
-    if "skipped" in row.outcome:
-        assert ("pgd trains a model of its own from the architecture, and cnn is a given model (--model-uri "
-                "cnn=...), not an architecture the harness can train") in output
+    if "skipped" in row.outcome:  # training-time defenses, at collection or when a suite asks: one line
+        option = "--model-file" if row.model_file else "--model-uri cnn=..."
+        assert re.search(r"SKIPPED \[\d\] .*: pgd trains a model of its own from the architecture, and cnn is a "
+                         rf"given model \({re.escape(option)}\), not an architecture the harness can train$", output, re.M)
     if several:
         assert {"test_fgm_transfer[cnn-to-other-linf-eps0.1]", "test_fgm_transfer[other-to-cnn-linf-eps0.1]"} <= set(ids)
 
 
-def test_a_model_file_under_a_label(pytester, journeys):
-    store, specs, file = journeys
-    result = _run(pytester, store, "--dataset", specs["png"], "--model-file", str(file), "--architecture", "cnn",
-                  "-k", f"{FGM_01} or test_pgd_patch")
-    output = "\n".join(result.outlines)
-    assert result.ret == 0, output[-4000:]
-    assert re.search(r"\b1 passed, 2 skipped\b", output), output[-3000:]
-    assert "cnn is a given model (--model-file)" in output
-    assert _collected(result) == reference_cells(pytester, store, "shallow_net")
+DIRECT_PGD = '''
+from pytest_robustness import attack_cases
+
+
+@attack_cases("fgm", [dict(norm="inf", eps=0.1)])
+def test_pgd_asked_directly(robustness, architecture, params):
+    result = robustness.attack("fgm", **params)
+    robustness.defend(result, "pgd", "adaptive")
+'''

@@ -135,7 +135,7 @@ def shell(project, pytester, monkeypatch):
         monkeypatch.chdir(cwd)
         monkeypatch.setenv("MLFLOW_TRACKING_URI", project.store)  # an inner run may have moved it
         result = pytester.runpytest_inprocess(*args, *IN_PROCESS)
-        return int(result.ret), result.outlines
+        return int(result.ret), [*result.outlines, *result.errlines]
 
     def make(append=(), **kwargs) -> Shell:
         return Shell(project.root, run_pytest, monkeypatch.setenv, append=tuple(append), **kwargs)

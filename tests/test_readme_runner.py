@@ -86,7 +86,7 @@ def test_the_readmes_gate_command_broken_on_purpose_fails_its_check(pytester, mo
 
     def run_pytest(args, cwd):
         result = pytester.runpytest_inprocess(*args, *IN_PROCESS)
-        return int(result.ret), result.outlines
+        return int(result.ret), [*result.outlines, *result.errlines]
 
     [outcome] = Shell(pytester.path, run_pytest, monkeypatch.setenv, append=("-k", GATED, *SMALL)).run(gate, broken)
     with pytest.raises(AssertionError, match=r"README.md:\d+: `pytest robustness_suites .*` exited 4, expected 0"):
