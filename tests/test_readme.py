@@ -2,13 +2,13 @@
 
 A copy of the repository's suites and example is a user's project folder (its default MLflow store,
 ``mlflow.db``, is the one store of the journey), and the README's steps run in it in their order:
-the main job, the ART recomputation of a cell, the transfer demo, ``infer`` on a Dioptra run, a suite
-of one's own, thresholds in ``pyproject.toml``, the release gate, the user's training job with the CI
+the main job, the ART recomputation of a cell, the transfer demo, the suite snippets (a suite, a transfer test,
+``infer`` on a Dioptra run), thresholds in ``pyproject.toml``, the release gate, the user's training job with the CI
 gate of their own model (first without a champion, then as written), and the custom-attack example.
 
 Commands run in process exactly as written, with only these appended (they select or shrink, never
 change what a command means): ``-k`` choosing one to four cells, ``--samples 100``, ``--architecture``
-for a suite snippet, and pytest's in-process flags; ``MLFLOW_TRACKING_URI`` names the project's default
+for the suite snippets, the main job's cache folder for a second project, and pytest's in-process flags; ``MLFLOW_TRACKING_URI`` names the project's default
 store. Snippets run as written, with the README's placeholders (``RUN_ID``, ``"0f3c..."``) bound to
 runs of the journey. A block without a plan here, or a plan without its block, fails
 ``test_every_block_has_a_plan``; blocks that cannot run here are skipped with the reason.
@@ -44,13 +44,13 @@ RUNS = {
     "import mlflow, numpy as np": "test_recompute_a_cell_with_art",
     "pytest robustness_suites -m transfer": "test_transfer_demo",
     "------------------------------- transfer matrix": "test_transfer_demo (the output it must print)",
-    "def test_fgm_transfer(robustness, source_architecture": "test_transfer_in_a_suite_of_ones_own",
-    "def test_le_net_on_last_weeks_examples": "test_infer_a_dioptra_run",
+    "def test_fgm_transfer(robustness, source_architecture": "test_suites_of_ones_own",
+    "def test_le_net_on_last_weeks_examples": "test_suites_of_ones_own",
     "[[tool.robustness.thresholds]]          # every fgm cell": "test_thresholds_in_pyproject",
     "--model-uri models:/mnist_le_net/7": "test_release_gate",
     'registered_model_name="mnist_cnn"': "test_gate_your_own_model",
     "--model-uri cnn=models:/mnist_cnn/latest": "test_gate_your_own_model",
-    "# runs once per architecture, logged to MLflow": "test_writing_a_suite",
+    "# runs once per architecture, logged to MLflow": "test_suites_of_ones_own",
     "cd examples/custom_attack && pytest": "test_write_your_own_attack",
     "# conftest.py\n": "test_write_your_own_attack_files_are_the_example",
     "# robustness_suites/test_custom.py": "test_write_your_own_attack_files_are_the_example",
@@ -197,18 +197,10 @@ def test_transfer_demo(project, shell):
     check(demo, outcome, 0, re.compile(r"\b4 passed, 2 skipped\b"))  # from-baseline cells: no --baseline-uri
 
 
-def test_transfer_in_a_suite_of_ones_own(project, shell):
-    snippet = block("def test_fgm_transfer(robustness, source_architecture")
-    suite = write_suite(project, "test_transfer_snippet.py", snippet.text)
-    [outcome] = shell(SMALL).run(snippet, f"pytest {suite.relative_to(project.root)}")
-    check(snippet, outcome, 0, re.compile(r"\b4 passed\b"))  # every ordered pair of le_net, shallow_net
-
-
-def test_infer_a_dioptra_run(project, shell, tmp_path):
-    """A Dioptra fgm run (its tarball of the main job's eps 0.1 examples), judged by le_net with `infer`."""
+def dioptra_run(project: Project, tmp_path: Path) -> str:
+    """A Dioptra fgm run: its tarball of the main job's eps 0.1 examples, and the model it names."""
     from pytest_robustness.adversarial_sets import write_dioptra_tarball
 
-    main_job(project, shell)
     source = project.cell("test_fgm[le_net-linf-eps0.1]")
     examples = np.load(mlflow.artifacts.download_artifacts(run_id=source.info.run_id, dst_path=str(tmp_path),
                                                            artifact_path="adversarial_examples.npz"))
@@ -221,20 +213,32 @@ def test_infer_a_dioptra_run(project, shell, tmp_path):
     client.log_param(run, "model_version", "1")
     client.log_artifact(run, str(tarball))
     client.set_terminated(run)
-    snippet = block("def test_le_net_on_last_weeks_examples")
-    assert '"0f3c..."' in snippet.text
-    suite = write_suite(project, "test_infer_snippet.py", snippet.text.replace('"0f3c..."', repr(run)))
-    [outcome] = shell(["--architecture", "le_net", *SMALL]).run(snippet, f"pytest {suite.relative_to(project.root)}")
-    check(snippet, outcome, 0, re.compile(r"\b1 passed\b"))
+    return run
+
+
+def test_suites_of_ones_own(project, shell, tmp_path):
+    """The README's suite snippets, each a file of one suite folder run for le_net: 'Writing a suite', a transfer
+    test of one's own, and `infer` judging le_net on a Dioptra run's tarball."""
+    main_job(project, shell)
+    run = dioptra_run(project, tmp_path)
+    snippets = {"test_writing_a_suite.py": block("# runs once per architecture, logged to MLflow"),
+                "test_transfer_snippet.py": block("def test_fgm_transfer(robustness, source_architecture"),
+                "test_infer_snippet.py": block("def test_le_net_on_last_weeks_examples")}
+    for name, snippet in snippets.items():
+        code = snippet.text
+        if "infer" in name:  # the README's elided run id: the Dioptra run's
+            assert '"0f3c..."' in code
+            code = code.replace('"0f3c..."', repr(run))
+        write_suite(project, name, code)
+    [outcome] = shell(["--architecture", "le_net", *SMALL, "-rp"]).run(snippets["test_infer_snippet.py"], "pytest readme_suites")
+    for snippet in snippets.values():  # 2 + 1 (le_net-to-le_net) + 1 cells
+        check(snippet, outcome, 0, re.compile(r"\b4 passed\b"))
+    passed = {line.split()[1] for line in outcome.lines if line.startswith("PASSED ")}
+    assert {"readme_suites/test_writing_a_suite.py::test_fgm[le_net-linf-eps0.1]",
+            "readme_suites/test_transfer_snippet.py::test_fgm_transfer[le_net-to-le_net-linf-eps0.1]",
+            "readme_suites/test_infer_snippet.py::test_le_net_on_last_weeks_examples[le_net]"} <= passed, passed
     judged = project.cell("test_le_net_on_last_weeks_examples[le_net]")
     assert judged.data.params["examples_uri"] == f"runs:/{run}/testing_adversarial_fgm.tar.gz"
-
-
-def test_writing_a_suite(project, shell):
-    snippet = block("# runs once per architecture, logged to MLflow")
-    suite = write_suite(project, "test_writing_a_suite.py", snippet.text)
-    [outcome] = shell(["--architecture", "le_net", *SMALL]).run(snippet, f"pytest {suite.relative_to(project.root)}")
-    check(snippet, outcome, 0, re.compile(r"\b2 passed\b"))
 
 
 def test_thresholds_in_pyproject(project, shell):
@@ -244,7 +248,8 @@ def test_thresholds_in_pyproject(project, shell):
     shutil.copytree(project.root / "robustness_suites", thresholds / "robustness_suites", dirs_exist_ok=True)
     (thresholds / "pyproject.toml").write_text("[tool.pytest.ini_options]\n\n" + table.text)
     assert len(tomllib.loads(table.text)["tool"]["robustness"]["thresholds"]) == 3
-    [outcome] = shell(["-k", f"{FGM} and le_net and eps0.1", *SMALL]).run(
+    cache = ("--robustness-cache-dir", str(project.root / ".robustness_cache"))  # the main job's examples and probes
+    [outcome] = shell(["-k", f"{FGM} and le_net and eps0.1", *SMALL, *cache]).run(
         table, "cd thresholds_project && pytest robustness_suites")
     check(table, outcome, 0, re.compile(r"\b1 passed\b"))
 
