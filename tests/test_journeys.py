@@ -128,18 +128,26 @@ def journeys(tmp_path_factory):
         bases[kind] = _train(data.x_train, data.y_train)
     store = Store(root / "mlflow" / "mlflow.db")
     mlflow.set_tracking_uri(store.uri)
-    try:
-        for row in ROWS:
-            if row.model_file:
-                _variant(bases[row.data], row.output, row.scale).save(root / f"{row.name}.keras")
-                continue
-            flavor = mlflow.keras if row.flavor == "keras" else mlflow.tensorflow
-            with mlflow.start_run():
-                flavor.log_model(_variant(bases[row.data], row.output, row.scale), name="model",
-                                 registered_model_name=row.name, pip_requirements=PIP)
-    finally:
-        mlflow.set_tracking_uri(None)
+    # The store's Default experiment keeps artifacts in ./mlruns of the working directory: the temporary one.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        try:
+            _register(bases, root)
+        finally:
+            mlflow.set_tracking_uri(None)
     return store, specs, root
+
+
+def _register(bases, root) -> None:
+    """Each row's model logged and registered the way users do (the .keras file of a --model-file row)."""
+    for row in ROWS:
+        if row.model_file:
+            _variant(bases[row.data], row.output, row.scale).save(root / f"{row.name}.keras")
+            continue
+        flavor = mlflow.keras if row.flavor == "keras" else mlflow.tensorflow
+        with mlflow.start_run():
+            flavor.log_model(_variant(bases[row.data], row.output, row.scale), name="model",
+                             registered_model_name=row.name, pip_requirements=PIP)
 
 
 def _run(pytester, store, *args):
