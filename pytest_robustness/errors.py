@@ -11,3 +11,11 @@ class RobustnessUsageError(pytest.UsageError):
     Subclassing ``pytest.UsageError`` makes pytest print the message as one line
     (``ERROR: ...``) instead of a traceback, and exit with the usage-error code.
     """
+
+
+class NotApplicable(pytest.skip.Exception):
+    """A cell that cannot run on its model (e.g. a training-time defense asked of a given model): raised
+    inside a test, pytest reports it skipped with this one-line reason instead of failing it."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)

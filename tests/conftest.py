@@ -53,6 +53,8 @@ def _no_inherited_tracking_uri(monkeypatch: pytest.MonkeyPatch) -> None:
     """``mlflow.set_tracking_uri`` (which every inner session calls) also sets $MLFLOW_TRACKING_URI,
     which the plugin's default honours: keep one test's store from leaking into the next."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # On GitHub Actions every inner run would append its summary table to this job's own summary.
+    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
 
 @pytest.fixture

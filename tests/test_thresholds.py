@@ -94,6 +94,7 @@ def test_check_bounds_reports_every_violation_and_missing_or_nan_metrics():
      "thresholds entry 1: adversarial_accuracy = 1.5; expected a value [0, 1], the range of adversarial_accuracy"),
     ('[[thresholds]]\nclean_auc = { max = -0.1 }\n', "clean_auc = { max = -0.1 }; expected a value [0, 1]"),
     ('[[thresholds]]\naccuracy_gain = -1.5\n', "accuracy_gain = -1.5; expected a value [-1, 1]"),
+    ('[[thresholds]]\naccuracy_below_control = -1.5\n', "accuracy_below_control = -1.5; expected a value [-1, 1]"),
     ('[[thresholds]]\ncosine_similarity_min = { min = -2 }\n', "cosine_similarity_min = { min = -2 }; expected a value [-1, 1]"),
     ('[[thresholds]]\nl_inf_norm_max = { max = -0.01 }\n', "l_inf_norm_max = { max = -0.01 }; expected a value >= 0"),
     ('[[thresholds]]\nadversarial_accuracy = nan\n', "adversarial_accuracy = nan; expected a value [0, 1]"),
@@ -106,6 +107,16 @@ def test_bad_files_fail_naming_file_entry_and_allowed_names(tmp_path, text, mess
         table(tmp_path, text)
     assert str(tmp_path / "thresholds.toml") in str(excinfo.value)
     assert message in str(excinfo.value)
+
+
+def test_a_patch_may_be_allowed_to_do_a_little_worse_than_its_noise_control(tmp_path):
+    """The control differences are differences of accuracies: a floor below 0 tolerates a patch no better than
+    noise on a model where it is (the README's cnn at scale 0.3)."""
+    t = table(tmp_path, '[[thresholds]]\nattack = "patch"\naccuracy_below_control = -0.05\n'
+                        'targeted_success_over_control = { min = -0.02 }\n')
+    bounds = floors(t.bounds_for(Cell("patch", {}, "cnn"), {}, {}))
+    assert bounds[("accuracy_below_control", ">=")][0] == -0.05
+    assert bounds[("targeted_success_over_control", ">=")][0] == -0.02
 
 
 def test_pyproject_tool_robustness_is_the_default(tmp_path):

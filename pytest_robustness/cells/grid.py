@@ -49,6 +49,13 @@ class DefenseCase(dict):
     def id(self) -> str:
         return "-".join(p for p in (self.name, case_id(get_defense(self.name).params, self), self.threat_model) if p)
 
+    @property
+    def trains(self) -> bool:
+        """A training-time defense (``pgd``, a preprocessing defense with ``apply_fit``): its cells train a
+        model of their own from the architecture."""
+        spec = get_defense(self.name)
+        return spec.recipe is not None or (spec.preprocessor is not None and bool(self.get("apply_fit")))
+
 
 def defense_cases(defenses: Iterable[str | tuple[str, Mapping[str, Any]]], threat_models: Iterable[str] | None = None,
                   argname: str = "defense") -> pytest.MarkDecorator:
@@ -63,7 +70,6 @@ def defense_cases(defenses: Iterable[str | tuple[str, Mapping[str, Any]]], threa
         given = {k: v for k, v in spec.resolve(values).items() if k in values}
         for threat_model in threat_models or THREAT_MODELS:
             case = DefenseCase(name, given, check_threat_model(threat_model))
-            trains = spec.recipe is not None or (spec.preprocessor is not None and given.get("apply_fit"))
-            marks = [pytest.mark.defense] + ([pytest.mark.slow] if trains else [])
+            marks = [pytest.mark.defense] + ([pytest.mark.slow] if case.trains else [])
             params.append(pytest.param(case, id=case.id, marks=marks))
     return pytest.mark.parametrize(argname, params)

@@ -11,7 +11,7 @@ import logging
 import time
 from typing import Any, Protocol
 
-from ..errors import RobustnessUsageError
+from ..errors import NotApplicable
 from ..models.architectures import get_architecture
 from ..models.files import register_model_file
 from ..models.loading import file_digest
@@ -56,9 +56,9 @@ def load_or_train(session: SlotContext, architecture: str, recipe: str) -> Regis
         return load_registered(client, name, version, session.tensorflow, trust_code=trust)
     if session.settings.model.model_file is not None and not recipe:
         return register_model_file(session, architecture)
-    if architecture in session.settings.model.user_architectures:
-        raise RobustnessUsageError(f"{recipe} training of a given model ({architecture}) is not supported: the "
-                                   "harness trains only its own architectures; deselect with -m 'not slow'")
+    reason = session.settings.model.not_trainable(architecture, recipe)
+    if reason is not None:  # a suite that asks for it without defense_cases (which skips at collection)
+        raise NotApplicable(reason)
     recipe_fn, recipe_params = get_recipe(recipe)  # plain training, else a recipe a defense registered
     params = session.settings.training_for(architecture)
     data = session.dataset

@@ -66,6 +66,15 @@ class ModelOptions:
     trust_code: bool = False
     base_weights: Path | None = None
 
+    def not_trainable(self, label: str, what: str) -> str | None:
+        """Why ``what`` (a training-time defense or recipe) cannot train a model from ``label``, in one line:
+        the label names a given model, not an architecture the harness builds; None when it can."""
+        if label not in self.user_architectures:
+            return None
+        option = f"--model-uri {label}=..." if label in dict(self.model_uris) else "--model-file"
+        return (f"{what} trains a model of its own from the architecture, and {label} is a given model ({option}), "
+                "not an architecture the harness can train")
+
     def base_weights_for(self, architecture: str) -> Path | None:
         """The pretrained base's weights file, for the architectures built on a keras.applications base."""
         return self.base_weights if architecture in PRETRAINED_BASES else None

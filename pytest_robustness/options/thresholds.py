@@ -297,7 +297,7 @@ def _entry(where: Path, number: int, item: Any, registry: Any = None, architectu
 
 def metric_range(metric: str) -> tuple[float, float]:
     """The values a metric can take: a bound outside them can never be met (or always is)."""
-    if metric in ("accuracy_gain", "clean_accuracy_gain"):
+    if metric in ("accuracy_gain", "clean_accuracy_gain", "accuracy_below_control", "targeted_success_over_control"):
         return -1.0, 1.0
     if metric in ("patched_count", "mce", "relative_mce"):  # corruption errors relative to a baseline's
         return 0.0, math.inf

@@ -25,10 +25,10 @@ from _pytest.junitxml import xml_key  # where junitxml keeps its LogXML (no publ
 
 from ..data.cache import ArrayCache
 from ..engine.session import RobustnessSession
-from ..models.architectures import get_architecture, known_architectures
 from ..options.settings import Settings
 from ..options.thresholds import ThresholdTable
 from ..reports import junit
+from ..reports.ci_reports import append_step_summary, picture_extras
 from ..reports.gating import Gate
 from ..reports.session_run import (
     TOKEN_INPUT,
@@ -42,6 +42,7 @@ from ..reports.session_run import (
 from ..reports.sweeps import write_sweep_plots
 from ..reports.transfer_matrix import write_transfer_matrix
 from ..tracking.server_health import GuardedClient, TrackingFault, TrackingUnavailable
+from .cell_labels import label_marks, skip_not_applicable
 from .ordering import fast_cells_first
 from .ours import dependency_warnings_ignored, is_robustness_test, mark_dependency_warnings
 from .transfer_pairs import SOURCE_ARGNAME, is_transfer_test, transfer_pairs
@@ -107,22 +108,19 @@ class RobustnessPlugin:
         if is_transfer_test(metafunc.fixturenames):  # (source, target) pairs, e.g. shallow_net-to-le_net
             metafunc.parametrize([SOURCE_ARGNAME, "architecture"], transfer_pairs(self.settings.architectures))
             return
-        params = [pytest.param(name, id=name, marks=[getattr(pytest.mark, name)]
-                               + ([pytest.mark.slow] if name in known_architectures() and get_architecture(name).slow
-                                  else []))
-                  for name in self.settings.architectures]
+        params = [pytest.param(name, id=name, marks=label_marks(name)) for name in self.settings.architectures]
         metafunc.parametrize("architecture", params)
 
     @pytest.hookimpl(trylast=True)  # after -m/-k deselection and other plugins' reordering
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
         """Robustness tests get our warning filters and the ``gpu`` skip; then fast cells go first."""
         skip = pytest.mark.skip(reason="needs --gpu")
-        for item in items:
-            if not is_robustness_test(getattr(item, "fixturenames", ()), item):
-                continue
+        ours = [item for item in items if is_robustness_test(getattr(item, "fixturenames", ()), item)]
+        for item in ours:
             mark_dependency_warnings(item)
             if not self.settings.gpu and item.get_closest_marker("gpu") is not None:
                 item.add_marker(skip)
+        skip_not_applicable(self.settings, ours)  # e.g. pgd training on a given model: one line, not an error
         fast_cells_first(items)
 
     # -- each test ---------------------------------------------------------------------------
@@ -131,7 +129,22 @@ class RobustnessPlugin:
         """Per-phase reports, so the ``robustness`` fixture can tell how its test ended."""
         report = yield
         item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
+        if report.when == "call" and self._html_report():
+            extras = picture_extras(self._staged_artifacts(item))
+            if extras:  # pytest-html shows them with the test (its report.extras)
+                report.extras = [*getattr(report, "extras", []), *extras]
         return report
+
+    def _html_report(self) -> bool:
+        """pytest-html is registered and writes a report in this run (``--html``)."""
+        return self.config.pluginmanager.hasplugin("html") and bool(getattr(self.config.option, "htmlpath", None))
+
+    def _staged_artifacts(self, item: pytest.Item):
+        """The folder holding what this cell's MLflow run will upload (its evidence pictures), if any."""
+        cell = getattr(item, "funcargs", {}).get("robustness")
+        if self.session is None or getattr(cell, "run_id", None) is None:
+            return None
+        return self.session.tracker.staged_artifacts(cell.run_id)
 
     @pytest.hookimpl(tryfirst=True)  # before junitxml's LogXML reads the properties
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -167,6 +180,10 @@ class RobustnessPlugin:
         except OSError as exc:  # e.g. a full artifact store: the verdicts are recorded, the summary files are not
             self.gate.decision = "; ".join(filter(None, [self.gate.decision,
                                                          f"summary table not stored in MLflow: {exc}"]))
+        try:  # 2b. the same table where CI shows it (GitHub Actions' job summary)
+            append_step_summary(self.gate.cells, self.gate.decision)
+        except OSError as exc:
+            warnings.warn(f"pytest-robustness: job summary not written: {exc}", stacklevel=1)
         if run_id is None:
             return
         cache = ArrayCache(self.settings.cache_dir / "arrays", self.settings.cache_mode)

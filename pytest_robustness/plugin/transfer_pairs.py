@@ -1,5 +1,5 @@
 """Transfer pairs: a test that takes ``source_architecture`` and ``architecture`` runs once per
-ordered pair of the session's models, a model with itself included, with ids such as
+ordered pair of the session's model labels, a model with itself included, with ids such as
 ``test_fgm_transfer[shallow_net-to-le_net-linf-eps0.3]``.
 """
 
@@ -7,21 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from ..models.architectures import get_architecture
+from .cell_labels import label_marks
 
 SOURCE_ARGNAME = "source_architecture"
 
 
 def transfer_pairs(names) -> list:
-    """Every ordered (source, target) pair, each marked with both architectures (and ``slow``)."""
-    params = []
-    for source in names:
-        for target in names:
-            marks = [getattr(pytest.mark, name) for name in dict.fromkeys((source, target))]
-            if get_architecture(source).slow or get_architecture(target).slow:
-                marks.append(pytest.mark.slow)
-            params.append(pytest.param(source, target, id=f"{source}-to-{target}", marks=marks))
-    return params
+    """Every ordered (source, target) pair of model labels (built-in architectures or the names of given
+    models), each marked with both labels (and ``slow``)."""
+    return [pytest.param(source, target, id=f"{source}-to-{target}", marks=label_marks(source, target))
+            for source in names for target in names]
 
 
 def is_transfer_test(fixturenames) -> bool:

@@ -106,7 +106,7 @@ def _promote(client, alias: str | None, candidates: list[str], gate: Gate, exits
 
 
 # -- the summary table ---------------------------------------------------------------------------
-def _tables(cells: list[CellOutcome]) -> dict[str, tuple[list[str], list[str], dict]]:
+def summary_tables(cells: list[CellOutcome]) -> dict[str, tuple[list[str], list[str], dict]]:
     """Per architecture: rows (attack x parameters), columns (defenses), cell -> outcome."""
     tables: dict[str, tuple[list[str], list[str], dict]] = {}
     for cell in cells:
@@ -121,7 +121,7 @@ def _tables(cells: list[CellOutcome]) -> dict[str, tuple[list[str], list[str], d
     return tables
 
 
-def _text(cell: CellOutcome | None) -> str:
+def cell_text(cell: CellOutcome | None) -> str:
     if cell is None:
         return ""
     text = f"{cell.value:.3f}"
@@ -134,9 +134,9 @@ def _text(cell: CellOutcome | None) -> str:
 
 def summary_lines(cells: list[CellOutcome]) -> list[str]:
     lines = []
-    for architecture, (rows, columns, grid) in _tables(cells).items():
+    for architecture, (rows, columns, grid) in summary_tables(cells).items():
         header = ["attack", *columns]
-        body = [[row, *(_text(grid.get((row, col))) for col in columns)] for row in rows]
+        body = [[row, *(cell_text(grid.get((row, col))) for col in columns)] for row in rows]
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
         lines.append(f"{architecture}: adversarial accuracy [95% interval] (delta vs baseline); FAIL marks failing cells")
         for r in [header, *body]:
@@ -160,7 +160,7 @@ def summary_csv(cells: list[CellOutcome]) -> str:
 def summary_html(cells: list[CellOutcome]) -> str:
     parts = ["<!doctype html><meta charset='utf-8'><title>robustness summary</title>",
              "<style>td,th{padding:4px 8px;border:1px solid #ccc}.fail{background:#fdd}</style>"]
-    for architecture, (rows, columns, grid) in _tables(cells).items():
+    for architecture, (rows, columns, grid) in summary_tables(cells).items():
         parts.append(f"<h2>{html.escape(architecture)}</h2><table><tr><th>attack</th>"
                      + "".join(f"<th>{html.escape(c)}</th>" for c in columns) + "</tr>")
         for row in rows:
@@ -168,7 +168,7 @@ def summary_html(cells: list[CellOutcome]) -> str:
             for col in columns:
                 cell = grid.get((row, col))
                 cls = " class='fail'" if cell is not None and not cell.passed else ""
-                tds.append(f"<td{cls}>{html.escape(_text(cell))}</td>")
+                tds.append(f"<td{cls}>{html.escape(cell_text(cell))}</td>")
             parts.append(f"<tr><th>{html.escape(row)}</th>{''.join(tds)}</tr>")
         parts.append("</table>")
     return "\n".join(parts)

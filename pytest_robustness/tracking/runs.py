@@ -43,6 +43,9 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
 WORKER_TAG = "robustness.worker"
 HOST_TAG = "robustness.host"
+# MLflow 3's experiment kind (its UI reads it): a classic ML experiment opens the runs/models view, not GenAI's.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 MAX_PARAM_LENGTH = 6000
 # MLflow's log_batch limits: 100 params or tags, 1000 entities in all per request.
 MAX_PARAMS_TAGS_PER_BATCH = 100
@@ -102,10 +105,13 @@ class Tracker:
             existing = self.client.get_experiment_by_name(self.experiment_name)
             if existing is not None:
                 self.experiment_id = existing.experiment_id
+                if EXPERIMENT_KIND_TAG not in existing.tags:  # e.g. made by an older version of this plugin
+                    self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 return self.experiment_id
             try:
                 self.experiment_id = self.client.create_experiment(
-                    self.experiment_name, artifact_location=self._local_artifact_location()
+                    self.experiment_name, artifact_location=self._local_artifact_location(),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                 )
             except MlflowException as exc:
                 if exc.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -286,6 +292,11 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         self.log_batch(run_id, tags=tags)
+
+    def staged_artifacts(self, run_id: str) -> Path | None:
+        """The folder of a buffered run's artifacts, before its upload (None when it staged none)."""
+        buffer = self.buffers.get(run_id)
+        return Path(buffer.staging.name) if buffer is not None and buffer.staging is not None else None
 
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """For a buffered run, ``path`` is staged (hard-linked when it can be: cache files are
