@@ -50,6 +50,7 @@ RUNS = {
     'registered_model_name="mnist_cnn"': "test_gate_your_own_model",
     "--model-uri cnn=models:/mnist_cnn/latest": "test_gate_your_own_model",
     "# runs once per architecture, logged to MLflow": "test_suites_of_ones_own",
+    "from hypothesis import given, settings": "test_property_snippet",
     "cd examples/custom_attack && pytest": "test_write_your_own_attack",
     "# conftest.py\n": "test_write_your_own_attack_files_are_the_example",
     "# robustness_suites/test_custom.py": "test_write_your_own_attack_files_are_the_example",
@@ -238,6 +239,19 @@ def test_suites_of_ones_own(project, shell, tmp_path):
             "readme_suites/test_infer_snippet.py::test_le_net_on_last_weeks_examples[le_net]"} <= passed, passed
     judged = project.cell("test_le_net_on_last_weeks_examples[le_net]")
     assert judged.data.params["examples_uri"] == f"runs:/{run}/testing_adversarial_fgm.tar.gz"
+
+
+def test_property_snippet(project, shell):
+    """'Spatial and natural robustness': the README's property on le_net fails as the README says, naming the
+    shrunk transform and the floor."""
+    main_job(project, shell)
+    snippet = block("from hypothesis import given, settings")
+    folder = project.root / "readme_properties"  # apart from readme_suites, whose run expects its own counts
+    folder.mkdir(exist_ok=True)
+    (folder / "test_property_snippet.py").write_text(snippet.text)
+    [outcome] = shell(["--architecture", "le_net", *SMALL]).run(snippet, "pytest readme_properties")
+    check(snippet, outcome, 1, re.compile(r"test_rotation_shift\[le_net\]: .*(rotation|shift).*: transformed accuracy "
+                                          r"0\.\d\d < 0\.60"))
 
 
 def test_thresholds_in_pyproject(project, shell):
