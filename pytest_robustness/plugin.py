@@ -69,6 +69,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     plugin = config.stash.get(PLUGIN_KEY, None)
     if plugin is not None:
         del config.stash[PLUGIN_KEY]
+        plugin.guard.restore()  # the previous SIGTERM/SIGHUP handlers, as they were before the session
+        if config.pluginmanager.is_registered(plugin.guard):
+            config.pluginmanager.unregister(plugin.guard)
         config.pluginmanager.unregister(plugin)
 
 

@@ -25,7 +25,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pytest_robustness"
 LAYERS = {
     "base": {"errors", "params", "metrics", "training", "classifiers", "keras_layers", "evidence",
              "versions", "model_uris", "mlflow_search", "progress", "hookspecs", "registry_scope", "statistics",
-             "model_adapter", "model_loading", "server_health"},
+             "model_adapter", "model_loading", "server_health", "uninterrupted"},
     "registries": {"architectures", "attacks", "attacks.base", "attacks.fgm", "attacks.patch", "attacks.compiled",
                    "attacks.kernels", "attacks.fgm_kernel", "attacks.pgd_kernel", "attacks.patch_kernel",
                    "attacks.deepfool_kernel",
@@ -39,7 +39,7 @@ LAYERS = {
     "cell API": {"evaluation", "attack_result", "scoring", "cell_artifacts", "defended_cells", "baselines",
                  "transfer_cells", "masking", "patch_control", "randomised", "grid", ""},  # "" is the package itself: the suites' API (attack_cases ...)
     "pytest glue": {"plugin", "robustness_plugin", "scope", "junit", "fixtures", "reporting", "gating", "sweeps",
-                    "ordering", "transfer"},
+                    "ordering", "transfer", "interruption"},
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
 LAYER_NAME = {module: name for name, modules in LAYERS.items() for module in modules}
