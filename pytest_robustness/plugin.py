@@ -18,7 +18,7 @@ from .model_checks import check_models
 from .registry import activate_registry
 from .robustness_plugin import PLUGIN_KEY, PLUGIN_NAME, RobustnessPlugin
 from .scope import DEPENDENCY_WARNINGS, SUITE_MARKER, dependency_warnings_ignored  # noqa: F401  (re-exported)
-from .server_health import require_tracking_server
+from .store_checks import require_tracking_store
 from .settings import Settings, add_options, read_settings
 from .thresholds import load_table
 
@@ -85,7 +85,7 @@ def check_environment(settings: Settings) -> None:
     if settings.mlflow_uri_source == "--mlflow-uri" or settings.model_uris or settings.baseline_uris:
         # an environment's MLFLOW_TRACKING_URI alone is probed when a test first needs MLflow
 
-        require_tracking_server(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
+        require_tracking_store(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
     if settings.model_uris or settings.baseline_uris or settings.model.model_file:
         with dependency_warnings_ignored():  # pytest's filterwarnings do not cover start-up
             check_models(settings)

@@ -23,7 +23,7 @@ from .errors import RobustnessUsageError
 from .mlflow_search import equals, search_runs
 from .orphans import close_orphaned_runs
 from .progress import terminal_progress
-from .server_health import require_tracking_server
+from .store_checks import require_tracking_store
 from .session import RobustnessSession
 from .settings import Settings
 from .thresholds import ThresholdTable
@@ -50,7 +50,7 @@ def open_session(config: pytest.Config, settings: Settings, token: str, threshol
     import mlflow
 
     try:  # before anything is created; an MLFLOW_TRACKING_URI from the environment is first probed here
-        require_tracking_server(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
+        require_tracking_store(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
     except RobustnessUsageError as exc:
         if is_worker(config):
             pytest.fail(str(exc), pytrace=False)

@@ -25,7 +25,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pytest_robustness"
 LAYERS = {
     "base": {"errors", "params", "metrics", "training", "classifiers", "keras_layers", "evidence",
              "versions", "model_uris", "mlflow_search", "progress", "hookspecs", "registry_scope", "statistics",
-             "model_adapter", "model_loading", "server_health", "uninterrupted"},
+             "model_adapter", "model_loading", "server_health", "uninterrupted", "store_checks"},
     "registries": {"architectures", "attacks", "attacks.base", "attacks.fgm", "attacks.patch", "attacks.compiled",
                    "attacks.kernels", "attacks.fgm_kernel", "attacks.pgd_kernel", "attacks.patch_kernel",
                    "attacks.deepfool_kernel",
@@ -49,7 +49,7 @@ LAZY_OWN_MODULES = {"keras_layers", "model_adapter", "attacks.compiled", "attack
                     "attacks.pgd_kernel", "attacks.patch_kernel", "attacks.deepfool_kernel", "attacks.defense_kernels",
                     "attacks.adversarial_training"}
 # Third-party libraries too heavy to import before they are needed.
-HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend"}
+HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend", "alembic"}
 
 
 def module_name(path: Path) -> str:
