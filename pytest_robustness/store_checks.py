@@ -17,10 +17,14 @@ left to MLflow.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
+
+from filelock import FileLock
 
 from .errors import RobustnessUsageError
 from .server_health import is_http, require_tracking_server
@@ -33,9 +37,17 @@ def require_tracking_store(uri: str, timeout: float, source: str = "--mlflow-uri
     if is_http(uri):
         require_tracking_server(uri, timeout, source)
     elif uri.startswith(SQLITE_PREFIX):
-        problem = sqlite_store_problem(Path(uri[len(SQLITE_PREFIX):].partition("?")[0]))
+        path = Path(uri[len(SQLITE_PREFIX):].partition("?")[0])
+        with sqlite_lock(path):  # not while another process of this machine creates or migrates it
+            problem = sqlite_store_problem(path)
         if problem is not None:
             raise RobustnessUsageError(f"{source} {uri}: {problem}")
+
+
+def sqlite_lock(path: Path) -> FileLock:
+    """The machine-wide lock under which a process creates, migrates or checks the SQLite store ``path``."""
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:16]
+    return FileLock(str(Path(tempfile.gettempdir()) / f"robustness-sqlite-{digest}.lock"))
 
 
 def sqlite_store_problem(path: Path) -> str | None:
@@ -53,6 +65,8 @@ def sqlite_store_problem(path: Path) -> str | None:
     try:
         tables = _tables(path)
     except sqlite3.DatabaseError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return None  # another session writing it (5 s of SQLite's busy timeout passed): MLflow waits too
         if "not a database" in str(exc) or "malformed" in str(exc):
             return (f"not an SQLite database ({exc}); move the file away or give another --mlflow-uri "
                     "(MLflow would fail on every test)")
@@ -100,7 +114,7 @@ def _schema_problem(path: Path) -> str | None:
     try:
         rows = connection.execute("SELECT version_num FROM alembic_version").fetchall()
     except sqlite3.DatabaseError as exc:
-        return f"cannot read its schema version ({exc})"
+        return None if "locked" in str(exc) or "busy" in str(exc) else f"cannot read its schema version ({exc})"
     finally:
         connection.close()
     if not rows:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -34,11 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from filelock import FileLock
-
 from . import uninterrupted
 from .orphans import close_orphaned_runs, owner_tag
 from .server_health import GuardedClient, TrackingFault, TrackingUnavailable
+from .store_checks import sqlite_lock
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -337,7 +335,5 @@ def prepare_sqlite_store(tracking_uri: str) -> None:
         return
     from mlflow.tracking import MlflowClient
 
-    db = Path(tracking_uri[len(prefix):]).resolve()
-    digest = hashlib.sha256(str(db).encode()).hexdigest()[:16]
-    with FileLock(str(Path(tempfile.gettempdir()) / f"robustness-sqlite-{digest}.lock")):
+    with sqlite_lock(Path(tracking_uri[len(prefix):])):  # the lock the start-up check takes too
         MlflowClient(tracking_uri).search_experiments(max_results=1)
