@@ -20,7 +20,7 @@ import pytest
 from mlflow.entities import ViewType
 
 from helpers import EXPERIMENT, MODEL_NAME, TINY, run_robustness, session_run_id
-from pytest_robustness.interruption import GRACE_S, SIGNAL_TAG
+from pytest_robustness.interruption import GRACE_S, SIGNAL_TAG, SignalGuard
 
 # The second cell opens its run, says so, and waits: the job is cancelled there.
 CANCELLED_SUITE = '''
@@ -191,3 +191,73 @@ def test_handlers_only_once_a_robustness_session_is_open(pytester, store):
     result = run_robustness(pytester, store=store)
     result.assert_outcomes(passed=2)
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+# -- never blocked for long: the guard alone, in a small real process ---------------------------------------
+GUARDED = '''
+import sys
+import time
+
+from pytest_robustness import uninterrupted
+from pytest_robustness.interruption import SignalGuard
+
+SignalGuard(grace=float(sys.argv[1])).install()
+if sys.argv[2] == "hung":
+    with uninterrupted.section():  # a step that never ends (a hung server): the signal waits for it
+        print("ready", flush=True)
+        while True:
+            time.sleep(0.05)
+try:
+    print("ready", flush=True)
+    while True:
+        time.sleep(0.05)
+except KeyboardInterrupt:
+    print("cleaning up", flush=True)
+    while True:  # a cleanup that takes its time
+        time.sleep(0.05)
+'''
+
+
+def guarded(tmp_path: Path, grace: float, mode: str) -> subprocess.Popen:
+    script = tmp_path / "guarded.py"
+    script.write_text(GUARDED)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen([sys.executable, str(script), str(grace), mode], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline() == "ready\n", process.stderr.read()
+    return process
+
+
+def test_a_second_signal_ends_the_process_at_once(tmp_path):
+    process = guarded(tmp_path, 60, "slow-cleanup")
+    process.send_signal(signal.SIGTERM)
+    assert process.stdout.readline() == "cleaning up\n"
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=10) == -signal.SIGTERM  # the default action: not the 60 s grace
+    assert time.monotonic() - started < 5
+
+
+def test_a_step_that_never_ends_is_cut_off_after_the_grace_period(tmp_path):
+    process = guarded(tmp_path, 1.0, "hung")
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 128 + signal.SIGTERM
+    assert 1.0 <= time.monotonic() - started < 10
+    assert "SIGTERM: the session did not end within 1 s; exiting now" in process.stderr.read()
+
+
+def test_a_signal_someone_else_handles_is_left_alone():
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        pytest.skip("SIGTERM is handled by this process already")
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # nohup
+    try:
+        guard = SignalGuard()
+        guard.install()
+        assert set(guard.previous) == {signal.SIGTERM}
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        guard.restore()
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)
