@@ -140,8 +140,14 @@ import time
 from pytest_robustness import attack_cases
 
 
+def test_plain():  # no robustness session open yet in this process: the handlers are Python's
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+
+
 @attack_cases("fgm", [dict(norm="inf", eps=0.1), dict(norm="inf", eps=0.2)])
 def test_fgm(robustness, params):
+    assert signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL  # ours, while the session is open
     if params["eps"] == 0.2:
         robustness.ensure_run()
         os.kill(os.getpid(), signal.SIGHUP)  # the terminal closed
@@ -151,7 +157,7 @@ def test_fgm(robustness, params):
 '''
 
 
-def test_sighup_ends_the_session_and_the_handlers_are_given_back(pytester, trained_store):
+def test_sighup_ends_the_session_and_the_handlers_are_ours_only_while_it_is_open(pytester, trained_store):
     if signal.getsignal(signal.SIGHUP) is not signal.SIG_DFL:
         pytest.skip("SIGHUP is not at its default here (nohup?): the plugin leaves it alone, as it should")
     pytester.makepyfile(test_hangup=HANGUP_SUITE)
@@ -164,33 +170,12 @@ def test_sighup_ends_the_session_and_the_handlers_are_given_back(pytester, train
     assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL  # given back at unconfigure
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     cases = {case.get("name") for case in ET.parse(pytester.path / "hangup.xml").getroot().iter("testcase")}
-    assert FIRST in cases
+    assert {"test_plain", FIRST} <= cases and SECOND not in cases
     runs = {r.info.run_name: r for r in trained_store.runs("hangup")}
     assert runs[FIRST].info.status == "FINISHED"
     assert runs[SECOND].info.status == "KILLED" and runs[SECOND].data.tags[SIGNAL_TAG] == "SIGHUP"
     session = [r for r in runs.values() if r.data.tags.get("robustness.kind") == "session"]
     assert [(r.info.status, r.data.tags[SIGNAL_TAG]) for r in session] == [("KILLED", "SIGHUP")]
-
-
-PLAIN_AND_OURS = '''
-import signal
-
-
-def test_plain():
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
-
-
-def test_ours(robustness_session_state):
-    assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL  # ours, while the session is open
-'''
-
-
-def test_handlers_only_once_a_robustness_session_is_open(pytester, store):
-    pytester.makepyfile(test_mixed=PLAIN_AND_OURS)
-    result = run_robustness(pytester, store=store)
-    result.assert_outcomes(passed=2)
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
 # -- never blocked for long: the guard alone, in a small real process ---------------------------------------
