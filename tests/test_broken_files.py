@@ -85,3 +85,18 @@ def test_a_truncated_cache_entry_is_recomputed_and_said_in_one_line(pytester, tr
         with np.load(entry) as npz:
             assert npz.files
     shutil.rmtree(pytester.path / ".robustness_cache")
+
+
+def test_truncated_base_weights(pytester):
+    inputs = keras.Input((8, 8, 1))
+    base = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(inputs)))
+    path = pytester.path / "base.weights.h5"
+    base.save_weights(path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:len(whole) // 2])  # a download cut short
+    line = start_up_error(pytester, "--base-weights", str(path))
+    assert line.startswith(f"ERROR: --base-weights {path}: not a readable HDF5 file, truncated or corrupt ("), line
+    path.write_bytes(b"<html>404 Not Found</html>")  # what a failed download leaves
+    line = start_up_error(pytester, "--base-weights", str(path))
+    assert line == (f"ERROR: --base-weights {path}: not an HDF5 file (no HDF5 signature); expected Keras weights "
+                    "saved as .h5"), line

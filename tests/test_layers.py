@@ -49,7 +49,7 @@ LAZY_OWN_MODULES = {"keras_layers", "model_adapter", "attacks.compiled", "attack
                     "attacks.pgd_kernel", "attacks.patch_kernel", "attacks.deepfool_kernel", "attacks.defense_kernels",
                     "attacks.adversarial_training"}
 # Third-party libraries too heavy to import before they are needed.
-HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend", "alembic"}
+HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend", "alembic", "h5py"}
 
 
 def module_name(path: Path) -> str:
