@@ -17,6 +17,7 @@ import pytest
 from helpers import FGM_SUITE, run_robustness
 from pytest_robustness.adversarial_sets import extract_tarball, write_dioptra_tarball
 from pytest_robustness.errors import RobustnessUsageError
+from pytest_robustness.model_loading import hdf5_problem
 
 
 def start_up_error(pytester, *args: str) -> str:
@@ -92,6 +93,7 @@ def test_truncated_base_weights(pytester):
     base = keras.Model(inputs, keras.layers.Dense(4)(keras.layers.Flatten()(inputs)))
     path = pytester.path / "base.weights.h5"
     base.save_weights(path)
+    assert hdf5_problem(path) is None  # whole, it is read
     whole = path.read_bytes()
     path.write_bytes(whole[:len(whole) // 2])  # a download cut short
     line = start_up_error(pytester, "--base-weights", str(path))
