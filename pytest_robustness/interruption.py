@@ -10,10 +10,11 @@ runs (junitxml writes the XML, the plugin closes the session run ``KILLED``), an
 The runs it closes carry ``robustness.signal`` (``SIGTERM``).
 
 A step that must not be cut in half (writing a run's records, creating the session run: see
-``uninterrupted``) finishes first, then the session ends. Never blocked for long: a second signal kills the process at once (the default action, re-raised), and if
-the session has not ended ``GRACE_S`` seconds after the first, the process exits with the same status
-without waiting further (runs it could not close are closed by the next session on this machine, see
-``orphans``).
+``uninterrupted``) finishes first, then the session ends. Under xdist the controller keeps the properties of
+a test whose teardown report never reached it (``before_end``). Never blocked for long: a second signal
+kills the process at once (the default action, re-raised), and if the session has not ended ``GRACE_S``
+seconds after the first, the process exits with the same status without waiting further (runs it could not
+close are closed by the next session on this machine, see ``orphans``).
 
 Only for robustness work, and only where nobody else handles the signal: a process installs the guard when
 it opens a robustness session (serial runs and xdist workers), and only for a signal whose handler is still
