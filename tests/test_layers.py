@@ -47,7 +47,7 @@ LAZY_OWN_MODULES = {"models.keras_layers", "models.adapter", "attacks.compiled",
                     "attacks.compiled.fgm", "attacks.compiled.pgd", "attacks.compiled.patch",
                     "attacks.compiled.deepfool", "defenses.compiled.preprocessors", "defenses.compiled.pgd_training"}
 # Third-party libraries too heavy to import before they are needed.
-HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend"}
+HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend", "alembic", "h5py"}
 
 
 def layer_of(module: str) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import tarfile
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -128,12 +129,15 @@ def extract_tarball(path: Path, destination: Path) -> Path:
     except (tarfile.TarError, OSError) as exc:
         raise RobustnessUsageError(f"infer: {path.name} is not a readable tarball ({exc})") from None
     with tarball:
-        check_members(tarball, path.name)
-        destination.mkdir(parents=True, exist_ok=True)
         try:
+            check_members(tarball, path.name)
+            destination.mkdir(parents=True, exist_ok=True)
             tarball.extractall(destination, filter="data")
         except tarfile.FilterError as exc:  # a second line of defence: the checks above should catch it
             raise RobustnessUsageError(f"infer: {path.name}: {exc}; refused") from None
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:  # truncated or corrupt past its header
+            raise RobustnessUsageError(f"infer: {path.name} could not be read to its end, truncated or corrupt "
+                                       f"({type(exc).__name__}: {exc})") from None
     return destination
 
 

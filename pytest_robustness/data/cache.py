@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -23,6 +24,10 @@ from . import versions
 from .datasets import freeze
 
 CACHE_VERSION = 1
+
+
+class CacheEntryWarning(UserWarning):
+    """A cache entry could not be read (truncated by a full disk or a killed copy): it is recomputed."""
 
 
 class ArrayCache:
@@ -59,8 +64,14 @@ class ArrayCache:
         try:
             with np.load(path, allow_pickle=False) as npz:
                 found = {name: npz[name] for name in npz.files}
-        except (OSError, ValueError):
+        except FileNotFoundError:
             self.misses += 1
+            return None
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt (BadZipFile, CRC, EOF, ...): never trusted
+            self.misses += 1
+            warnings.warn(CacheEntryWarning(f"pytest-robustness: cache entry {path} is unreadable "
+                                            f"({type(exc).__name__}: {str(exc)[:120]}); recomputing it"),
+                          stacklevel=2)
             return None
         self.hits += 1
         freeze(*found.values())  # served by content: read-only (the arrays and the buffers they view)

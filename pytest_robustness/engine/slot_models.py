@@ -114,8 +114,8 @@ def train_and_register(session: SlotContext, name, architecture, recipe, recipe_
         with health(session.settings.mlflow_uri).guard(f"could not register {name}"), mlflow.start_run(run_id=run_id):
             info = mlflow.tensorflow.log_model(model, name="model", registered_model_name=name,
                                                pip_requirements=PIP_REQUIREMENTS)
-    except BaseException:
-        session.tracker.end_run(run_id, "FAILED")
+    except BaseException as exc:  # Ctrl-C or a signal (see ``interruption``): KILLED, as the cell's run
+        session.tracker.end_run(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
         raise
     session.tracker.end_run(run_id, "FINISHED")
     log.info("trained %s in %.1f s (test accuracy %.3f); registered as version %s",

@@ -186,6 +186,29 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()[:20]
 
 
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def hdf5_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable HDF5 file (truncated, another format), or None: checked at start-up,
+    not when training reaches it."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(len(HDF5_SIGNATURE))
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if head != HDF5_SIGNATURE:
+        return "not an HDF5 file (no HDF5 signature); expected Keras weights saved as .h5"
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as weights:
+            weights.visit(lambda name: None)  # every group header: a truncated file fails here
+    except Exception as exc:  # noqa: BLE001 - h5py raises OSError, KeyError or RuntimeError for broken files
+        return f"not a readable HDF5 file, truncated or corrupt ({_first_line(exc)})"
+    return None
+
+
 def check_model_file(raw: str) -> Path:
     path = Path(os.path.expanduser(raw))
     if path.suffix not in MODEL_FILE_SUFFIXES or not path.is_file():

@@ -18,7 +18,7 @@ import pytest
 
 from ..errors import RobustnessUsageError
 from ..models.architectures import known_architectures
-from ..models.loading import MODEL_OUTPUTS, check_model_file, parse_input_range
+from ..models.loading import MODEL_OUTPUTS, check_model_file, hdf5_problem, parse_input_range
 from ..models.uris import parse_model_uri
 
 PRETRAINED_BASES = ("resnet50", "vgg16")  # architectures whose base --base-weights initialises
@@ -180,6 +180,9 @@ def read_model_options(config: pytest.Config, raw_models, raw_baselines, archite
             raise RobustnessUsageError(f"{weights_source} {raw_weights}: expected an existing Keras weights file "
                                        "(.h5, e.g. saved with base.save_weights('base.weights.h5'))")
         base_weights = base_weights.resolve()
+        problem = hdf5_problem(base_weights)
+        if problem is not None:
+            raise RobustnessUsageError(f"{weights_source} {raw_weights}: {problem}")
     user = {arch for arch, _ in candidates} | ({architectures[0]} if model_file else set())
     return ModelOptions(
         model_uris=tuple(candidates), baseline_uris=tuple(baselines), architectures=selected,

@@ -236,6 +236,11 @@ def _read(path: Path) -> dict:
             return tomllib.load(handle)
     except tomllib.TOMLDecodeError as exc:
         raise RobustnessUsageError(f"{path}: not valid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:  # a binary file (TOML is UTF-8)
+        raise RobustnessUsageError(f"{path}: not a UTF-8 text file, so not TOML ({exc.reason} at byte "
+                                   f"{exc.start})") from None
+    except OSError as exc:
+        raise RobustnessUsageError(f"{path}: cannot be read ({exc.strerror or exc})") from None
 
 
 def known_metrics() -> list[str]:

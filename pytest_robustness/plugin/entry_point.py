@@ -17,7 +17,7 @@ from ..models.devices import require_gpus
 from ..options.settings import Settings, add_options, read_settings
 from ..options.thresholds import load_table
 from ..registry import activate_registry
-from ..tracking.server_health import require_tracking_server
+from ..tracking.store_checks import require_tracking_store
 from . import hookspecs
 from .ours import DEPENDENCY_WARNINGS, SUITE_MARKER, dependency_warnings_ignored  # noqa: F401  (re-exported)
 from .robustness_plugin import PLUGIN_KEY, PLUGIN_NAME, RobustnessPlugin
@@ -71,6 +71,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     plugin = config.stash.get(PLUGIN_KEY, None)
     if plugin is not None:
         del config.stash[PLUGIN_KEY]
+        plugin.guard.restore()  # the previous SIGTERM/SIGHUP handlers, as they were before the session
+        if config.pluginmanager.is_registered(plugin.guard):
+            config.pluginmanager.unregister(plugin.guard)
         config.pluginmanager.unregister(plugin)
 
 
@@ -84,7 +87,7 @@ def check_environment(settings: Settings) -> None:
     if settings.mlflow_uri_source == "--mlflow-uri" or settings.model.model_uris or settings.model.baseline_uris:
         # an environment's MLFLOW_TRACKING_URI alone is probed when a test first needs MLflow
 
-        require_tracking_server(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
+        require_tracking_store(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
     if settings.model.model_uris or settings.model.baseline_uris or settings.model.model_file:
         with dependency_warnings_ignored():  # pytest's filterwarnings do not cover start-up
             check_models(settings)

@@ -11,6 +11,7 @@ from ..data.datasets import Dataset
 from ..engine.session import RobustnessSession
 from ..models.registered import RegisteredModel
 from ..options.settings import Settings
+from .interruption import SIGNAL_TAG
 from .robustness_plugin import RobustnessPlugin, phase_reports
 
 
@@ -57,7 +58,7 @@ def robustness(request: pytest.FixtureRequest, robustness_session_state: Robustn
     """One cell of the matrix: run attacks on this architecture's model, log, check thresholds.
 
     Its nested MLflow run ends FINISHED when the test passed, FAILED when it
-    failed, and KILLED when the test never finished (e.g. Ctrl-C).
+    failed, and KILLED when the test never finished (Ctrl-C, SIGTERM, SIGHUP: see ``interruption``).
     """
     cell = Robustness(robustness_session_state, request.node, architecture)
     with robustness_session_state.device_scope():  # tf.device, once TensorFlow is loaded
@@ -69,6 +70,8 @@ def robustness(request: pytest.FixtureRequest, robustness_session_state: Robustn
         status = "FAILED" if failed else ("FINISHED" if call is not None else "KILLED")
         outcome = "failed" if failed else (call.outcome if call is not None else "interrupted")
         tracker = robustness_session_state.tracker
+        signal_name = RobustnessPlugin.of(request.config).guard.signal_name if status == "KILLED" else None
         tracker.set_tags(cell.run_id, {"robustness.outcome": outcome,
+                                       **({SIGNAL_TAG: signal_name} if signal_name else {}),
                                        **{f"robustness.seconds.{k}": f"{v:.3f}" for k, v in cell.seconds.items()}})
         tracker.end_run(cell.run_id, status)

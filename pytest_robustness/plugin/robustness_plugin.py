@@ -43,6 +43,7 @@ from ..reports.sweeps import write_sweep_plots
 from ..reports.transfer_matrix import write_transfer_matrix
 from ..tracking.server_health import GuardedClient, TrackingFault, TrackingUnavailable
 from .cell_labels import label_marks, skip_not_applicable
+from .interruption import SIGNAL_TAG, SignalGuard
 from .ordering import fast_cells_first
 from .ours import dependency_warnings_ignored, is_robustness_test, mark_dependency_warnings
 from .transfer_pairs import SOURCE_ARGNAME, is_transfer_test, transfer_pairs
@@ -50,6 +51,7 @@ from .transfer_pairs import SOURCE_ARGNAME, is_transfer_test, transfer_pairs
 PLUGIN_KEY = pytest.StashKey["RobustnessPlugin"]()
 PLUGIN_NAME = "robustness-run"
 REPORTS_KEY = pytest.StashKey[dict]()
+GUARD_NAME = "robustness-signals"
 
 
 class RobustnessPlugin:
@@ -67,6 +69,9 @@ class RobustnessPlugin:
         self.finished: tuple[str, str] | None = None  # (session run id, reuse line) once closed
         self.transfer_lines: list[str] = []  # the transfer matrix tables, once written
         self.faults: list[str] = []  # what the tracking store could not take at the end (a line each)
+        # SIGTERM/SIGHUP end the session as Ctrl-C does, once there is robustness work (see ``interruption``)
+        self.guard = SignalGuard(self.robustness_work_open, before_end=self.keep_unfinished_properties)
+        self.unfinished: dict[str, pytest.TestReport] = {}  # call reports whose teardown report is yet to come
 
     @classmethod
     def of(cls, config: pytest.Config) -> "RobustnessPlugin":
@@ -76,7 +81,18 @@ class RobustnessPlugin:
         """This process's RobustnessSession, created (and the session run attached) on first use."""
         if self.session is None:
             self.session = open_session(self.config, self.settings, self.token, self.thresholds)
+            self.guard_signals()
         return self.session
+
+    def guard_signals(self) -> None:
+        """From now on a SIGTERM or SIGHUP ends the session as Ctrl-C does (``interruption``)."""
+        self.guard.install()
+        if self.guard.previous and not self.config.pluginmanager.is_registered(self.guard):
+            self.config.pluginmanager.register(self.guard, GUARD_NAME)
+
+    def robustness_work_open(self) -> bool:
+        """This process, or (xdist controller) one of its workers, opened a robustness session."""
+        return self.session is not None or bool(self.gate.cells) or self.session_run_id() is not None
 
     def session_run_id(self) -> str | None:
         return find_session_run(self.settings, self.token, self.session)
@@ -87,6 +103,16 @@ class RobustnessPlugin:
         xml = self.config.stash.get(xml_key, None)
         if junit.testcase_properties_or_suite(self.config, xml):
             self.suite_level_xml = xml
+        if self.config.pluginmanager.hasplugin("dsession"):  # an xdist controller: its workers run the tests
+            self.guard_signals()
+
+    def keep_unfinished_properties(self) -> None:
+        """A signal ended the session while a test was in its teardown (under xdist, also: before its teardown
+        report reached the controller): its metrics still go to the JUnit XML, from its call report."""
+        xml = self.config.stash.get(xml_key, None)
+        for report in self.unfinished.values() if xml is not None else ():
+            junit.keep_call_properties(xml, report, self.suite_level_xml is not None)
+        self.unfinished.clear()
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_configure_node(self, node) -> None:
@@ -151,6 +177,10 @@ class RobustnessPlugin:
         """On the controller every report passes here: first the gate reads it, then (explicit
         xunit2) its properties move to the suite level."""
         self.gate.observe(report)
+        if report.when == "call":
+            self.unfinished[report.nodeid] = report
+        elif report.when == "teardown":
+            self.unfinished.pop(report.nodeid, None)
         if self.suite_level_xml is not None:
             junit.move_to_suite_level(self.suite_level_xml, report)
 
@@ -163,8 +193,9 @@ class RobustnessPlugin:
     def finish(self, exitstatus: int) -> None:
         """The end-of-session work, in this order (Ctrl-C lands here too). A tracking server that went
         away costs one line each, never the session: what was computed is in the JUnit XML and the cache."""
-        if self.session is not None:
-            self.session.tracker.kill_open_runs("KILLED")  # 1. this process's runs: KILLED if never finished
+        signalled = {SIGNAL_TAG: self.guard.signal_name} if self.guard.received is not None else {}
+        if self.session is not None:  # 1. this process's runs: KILLED if never finished
+            self.session.tracker.kill_open_runs("KILLED", signalled)
         if is_worker(self.config):
             return
         run_id = self.session_run_id()
@@ -200,7 +231,8 @@ class RobustnessPlugin:
         except Exception as exc:  # noqa: BLE001 - a missing picture must not turn a green session red
             warnings.warn(f"pytest-robustness: transfer matrix not written: {exc}", stacklevel=1)
         try:  # 5. the session run: JUnit XML, counts, reuse line, status
-            reuse = close_session_run(client, self.config, self.settings, self.token, run_id, exitstatus, self.faults)
+            reuse = close_session_run(client, self.config, self.settings, self.token, run_id, exitstatus, self.faults,
+                                      signalled)
         except TrackingFault as exc:  # the next session on this machine marks the run KILLED
             self.faults.append(f"MLflow session run {run_id} could not be closed: {exc.msg}")
             session_file(self.settings, self.token).unlink(missing_ok=True)

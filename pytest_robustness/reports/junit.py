@@ -69,3 +69,13 @@ def move_to_suite_level(xml, report: pytest.TestReport) -> None:
         for name, value in report.user_properties:
             xml.add_global_property(f"{report.nodeid}::{name}", value)
         report.user_properties = []
+
+
+def keep_call_properties(xml, report: pytest.TestReport, suite_level: bool) -> None:
+    """A test whose teardown report never came (a signal ended the session during its teardown): the
+    properties its call report carries, where junitxml would have put the teardown report's."""
+    for name, value in report.user_properties:
+        if suite_level:
+            xml.add_global_property(f"{report.nodeid}::{name}", value)
+        else:
+            xml.node_reporter(report).add_property(name, str(value))

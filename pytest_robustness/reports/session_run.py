@@ -24,10 +24,10 @@ from ..engine.session import RobustnessSession
 from ..errors import RobustnessUsageError
 from ..options.settings import Settings
 from ..options.thresholds import ThresholdTable
-from ..tracking import runs
+from ..tracking import runs, uninterrupted
 from ..tracking.orphans import close_orphaned_runs
 from ..tracking.search import equals, search_runs
-from ..tracking.server_health import require_tracking_server
+from ..tracking.store_checks import require_tracking_store
 
 TOKEN_INPUT = "robustness_session_token"
 EXIT_STATUS = {pytest.ExitCode.OK: "FINISHED", pytest.ExitCode.INTERRUPTED: "KILLED"}
@@ -51,7 +51,7 @@ def open_session(config: pytest.Config, settings: Settings, token: str, threshol
     import mlflow
 
     try:  # before anything is created; an MLFLOW_TRACKING_URI from the environment is first probed here
-        require_tracking_server(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
+        require_tracking_store(settings.mlflow_uri, settings.mlflow_timeout, settings.mlflow_uri_source)
     except RobustnessUsageError as exc:
         if is_worker(config):
             pytest.fail(str(exc), pytrace=False)
@@ -69,7 +69,8 @@ def open_session(config: pytest.Config, settings: Settings, token: str, threshol
 def _attach_session_run(config: pytest.Config, tracker: runs.Tracker, settings: Settings, token: str) -> None:
     path = session_file(settings, token)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.with_suffix(".lock"))):
+    # a signal waits until the run exists and the file names it: else nobody would close the run
+    with FileLock(str(path.with_suffix(".lock"))), uninterrupted.section():
         if path.exists():
             data = json.loads(path.read_text())
             tracker.attach_session_run(data["run_id"], data["experiment_id"])
@@ -98,7 +99,7 @@ def find_session_run(settings: Settings, token: str, session: RobustnessSession 
 
 
 def close_session_run(client, config: pytest.Config, settings: Settings, token: str, run_id: str,
-                      exitstatus: int, faults: list[str]) -> str:
+                      exitstatus: int, faults: list[str], tags: dict[str, str] | None = None) -> str:
     """Controller: attach the JUnit XML (written by now), log the counts, close the run; the reuse line.
     What could not be stored is said in ``faults`` (a line each), the run still closes."""
     xmlpath = getattr(config.option, "xmlpath", None)
@@ -114,6 +115,8 @@ def close_session_run(client, config: pytest.Config, settings: Settings, token: 
         for key, value in counts.items():
             client.log_metric(run_id, f"tests_{key}", value)
     reuse = reuse_summary(client, settings, run_id)
+    for key, value in (tags or {}).items():  # e.g. robustness.signal: the signal that ended the session
+        client.set_tag(run_id, key, value)
     client.set_tag(run_id, "robustness.exitstatus", int(exitstatus))
     client.set_tag(run_id, "robustness.reuse", reuse)
     client.set_terminated(run_id, status=EXIT_STATUS.get(exitstatus, "FAILED"))
@@ -135,7 +138,8 @@ def reuse_summary(client, settings: Settings, session_run_id: str) -> str:
     children = search_runs(client, [experiment.experiment_id], equals("tags", "mlflow.parentRunId", session_run_id),
                            run_view_type=ViewType.ALL)
     trained = sum(1 for r in children if r.data.tags.get("robustness.kind") == "training")
-    tests = [r for r in children if r.data.tags.get("robustness.kind") == "test"]
+    # a test a signal interrupted (KILLED) computed nothing it logged: not counted
+    tests = [r for r in children if r.data.tags.get("robustness.kind") == "test" and r.info.status != "KILLED"]
     # the candidate, and the model a defense such as PGD adversarial training derived from it
     models = {r.data.params.get(name) for r in tests for name in ("model_uri", "defended_model_uri")} - {None}
     examples = [r.data.tags.get("robustness.examples", "computed") for r in tests]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -34,10 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from filelock import FileLock
-
+from . import uninterrupted
 from .orphans import close_orphaned_runs, owner_tag
 from .server_health import GuardedClient, TrackingFault, TrackingUnavailable
+from .store_checks import sqlite_lock
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -172,10 +171,14 @@ class Tracker:
         """status: FINISHED, FAILED or KILLED. A buffered run's records are written first; if that
         fails, the run still ends (FAILED, where the store answers) and a ``TrackingFault`` says
         in one line what failed. Returns the run's id (an offline run gets its real one here)."""
-        from mlflow.exceptions import MlflowException
-
         if run_id not in self.open_runs:
             return run_id
+        with uninterrupted.section():  # a signal waits until the run's records are written
+            return self._end_run(run_id, status)
+
+    def _end_run(self, run_id: str, status: str) -> str:
+        from mlflow.exceptions import MlflowException
+
         self.open_runs.discard(run_id)
         if run_id.startswith(OFFLINE_PREFIX):
             run_id = self._create_offline_run(run_id)
@@ -250,9 +253,12 @@ class Tracker:
         return (f"its artifacts could not be stored in {where} ({reason}); its params and metrics are logged, "
                 "and are in the JUnit XML and the cache")
 
-    def kill_open_runs(self, status: str = "KILLED") -> None:
+    def kill_open_runs(self, status: str = "KILLED", tags: Mapping[str, Any] | None = None) -> None:
+        """End every run this process still has open (``tags`` first, e.g. the signal that ended the session)."""
         for run_id in list(self.open_runs):
             try:
+                if tags:
+                    self.set_tags(run_id, tags)
                 self.end_run(run_id, status)
             except (Exception, TrackingFault):  # noqa: BLE001 - best effort at session end and exit
                 self.open_runs.discard(run_id)
@@ -340,7 +346,5 @@ def prepare_sqlite_store(tracking_uri: str) -> None:
         return
     from mlflow.tracking import MlflowClient
 
-    db = Path(tracking_uri[len(prefix):]).resolve()
-    digest = hashlib.sha256(str(db).encode()).hexdigest()[:16]
-    with FileLock(str(Path(tempfile.gettempdir()) / f"robustness-sqlite-{digest}.lock")):
+    with sqlite_lock(Path(tracking_uri[len(prefix):])):  # the lock the start-up check takes too
         MlflowClient(tracking_uri).search_experiments(max_results=1)

@@ -114,7 +114,8 @@ def probe(uri: str, timeout: float = DEFAULT_TIMEOUT_S) -> str | None:
         except ValueError:
             return f"HTTP 200 from {PROBE_ENDPOINT}, but not JSON: not an MLflow tracking server"
     hint = {401: " (check MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_PASSWORD or MLFLOW_TRACKING_TOKEN)",
-            403: " (MLflow 3 refuses Host headers not in the server's --allowed-hosts)",
+            403: " (check that MLFLOW_TRACKING_USERNAME/MLFLOW_TRACKING_TOKEN may use this server; MLflow 3 also "
+                 "refuses Host headers not in the server's --allowed-hosts)",
             404: f" (no {PROBE_ENDPOINT}: not an MLflow tracking server)"}.get(response.status_code, "")
     return f"HTTP {response.status_code} {response.reason or ''}".rstrip() + hint
 
@@ -125,6 +126,8 @@ def require_tracking_server(uri: str, timeout: float, source: str = "--mlflow-ur
         return
     failure = probe(uri, timeout)
     health(uri).gone = failure
+    if failure is not None and failure.startswith(("HTTP 401", "HTTP 403")):  # it answered: our credentials
+        raise RobustnessUsageError(f"{source} {uri}: the MLflow tracking server refused our request: {failure}")
     if failure is not None:
         raise RobustnessUsageError(f"{source} {uri}: no MLflow tracking server answered: {failure} "
                                    f"(probe timeout {timeout:g} s, --mlflow-timeout)")
