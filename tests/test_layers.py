@@ -28,7 +28,7 @@ LAYERS = {
              "model_adapter", "model_loading", "server_health"},
     "registries": {"architectures", "attacks", "attacks.base", "attacks.fgm", "attacks.patch", "attacks.compiled",
                    "attacks.kernels", "attacks.fgm_kernel", "attacks.pgd_kernel", "attacks.patch_kernel",
-                   "attacks.deepfool_kernel",
+                   "attacks.deepfool_kernel", "attacks.apgd_kernel", "attacks.apgd",
                    "attacks.defense_kernels", "attacks.adversarial_training", "patch_deployment", "defenses", "datasets",
                    "data_checks", "image_folders", "recipes", "attacks.define", "attacks.carlini", "attacks.deepfool",
                    "attacks.pgd", "attacks.square", "patch_training", "registry", "metric_names",
@@ -47,7 +47,7 @@ LAYER_NAME = {module: name for name, modules in LAYERS.items() for module in mod
 # Imported inside functions: these import TensorFlow or Keras at their top.
 LAZY_OWN_MODULES = {"keras_layers", "model_adapter", "attacks.compiled", "attacks.kernels", "attacks.fgm_kernel",
                     "attacks.pgd_kernel", "attacks.patch_kernel", "attacks.deepfool_kernel", "attacks.defense_kernels",
-                    "attacks.adversarial_training"}
+                    "attacks.adversarial_training", "attacks.apgd_kernel"}
 # Third-party libraries too heavy to import before they are needed.
 HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend"}
 
