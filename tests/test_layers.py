@@ -28,7 +28,7 @@ LAYERS = {
              "model_adapter", "model_loading", "server_health"},
     "registries": {"architectures", "attacks", "attacks.base", "attacks.fgm", "attacks.patch", "attacks.compiled",
                    "attacks.kernels", "attacks.fgm_kernel", "attacks.pgd_kernel", "attacks.patch_kernel",
-                   "attacks.deepfool_kernel", "attacks.apgd_kernel", "attacks.apgd",
+                   "attacks.deepfool_kernel", "attacks.apgd_kernel", "attacks.apgd", "attacks.autoattack",
                    "attacks.defense_kernels", "attacks.adversarial_training", "patch_deployment", "defenses", "datasets",
                    "data_checks", "image_folders", "recipes", "attacks.define", "attacks.carlini", "attacks.deepfool",
                    "attacks.pgd", "attacks.square", "patch_training", "registry", "metric_names",
