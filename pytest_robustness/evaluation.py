@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from . import cell_artifacts, masking, patch_control, statistics
+from . import cell_artifacts, ensemble, masking, patch_control, statistics
 from .attack_result import AttackResult, correctness
 from .attacks import get_attack
 from .attacks.base import seed_everything
@@ -115,13 +115,17 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
         spec = get_attack(name)
         result = self._craft(spec, spec.resolve(params), recipe=recipe, max_samples=max_samples)
         self.log_result(result)
+        if ensemble.is_ensemble(result):  # AutoAttack: which attack broke each image
+            with self.timed("log"):
+                ensemble.log_attribution(self.session.tracker, self.ensure_run(), result,
+                                         class_names=self.dataset.class_names)
         return result
 
-    def measure(self, name: str, recipe: str = "", **params: Any) -> AttackResult:
+    def measure(self, name: str, recipe: str = "", *, max_samples: int | None = None, **params: Any) -> AttackResult:
         """Attack ``name``'s result (shared memo and cache), not logged: to compare another cell's
         result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s."""
         spec = get_attack(name)
-        return self._craft(spec, spec.resolve(params), recipe=recipe)
+        return self._craft(spec, spec.resolve(params), recipe=recipe, max_samples=max_samples)
 
     def _craft(self, spec, resolved: dict[str, Any], *, recipe: str = "", classifier=None,
                defence_key: str = "", attack_model=None, max_samples: int | None = None) -> AttackResult:
@@ -144,6 +148,8 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
                            params.get("patch_target"), memo=self._score_memo(recipe, defence_key))
         result.architecture = self.architecture
         result.crafted_on = (recipe, defence_key, classifier, attack_model)
+        if ensemble.is_ensemble(result):
+            ensemble.add_metrics(result)
         if deployed is not None:
             with self.timed("score"):
                 self._add_control(result, spec, params, scorer, recipe, defence_key)
@@ -285,10 +291,11 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
         tags = {"robustness.cell_key": self.cell_key(result), "robustness.cell_model": candidate,
                 "robustness.cell_prefix": result.log_prefix, "robustness.correctness": CORRECTNESS_FILE}
         self.session.tracker.log_bytes(self.ensure_run(), CORRECTNESS_FILE, correctness_npz(correctness(result)))
-        value = result.metrics.get("adversarial_accuracy", float("nan"))
+        headline = "robust_accuracy" if "robust_accuracy" in result.metrics else "adversarial_accuracy"
+        value = result.metrics.get(headline, float("nan"))
         for end in ("low", "high"):
-            if f"adversarial_accuracy_ci_{end}" in result.metrics:
-                self.record(f"robustness.value_ci_{end}", round(result.metrics[f"adversarial_accuracy_ci_{end}"], 6))
+            if f"{headline}_ci_{end}" in result.metrics:
+                self.record(f"robustness.value_ci_{end}", round(result.metrics[f"{headline}_ci_{end}"], 6))
         if notes:
             self.record("robustness.resolution", "; ".join(notes))
         self.record("robustness.architecture", self.architecture)
@@ -298,8 +305,8 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
         self.record("robustness.value", round(float(value), 6))
         self.record("robustness.candidate", candidate)
         metrics = {}
-        if baseline is not None and "adversarial_accuracy" in baseline:
-            self.record("robustness.baseline_value", round(float(baseline["adversarial_accuracy"]), 6))
+        if baseline is not None and headline in baseline:
+            self.record("robustness.baseline_value", round(float(baseline[headline]), 6))
             metrics = {f"baseline_{k}": v for k, v in baseline.items() if k in JUNIT_METRICS}
             tags["robustness.baseline_uri"] = self.registered_model(BASELINE).uri
         self.session.tracker.log_batch(self.ensure_run(), metrics=metrics, tags=tags)

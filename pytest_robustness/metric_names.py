@@ -7,7 +7,13 @@ which validates names at start-up, needs nothing above the registries.
 from __future__ import annotations
 
 from . import statistics
+from .attacks.autoattack import STAGES
 from .metrics import DISTANCE_METRICS
+
+# An AutoAttack cell's metrics (``ensemble``): the per-image worst case, the running accuracy after each
+# attack and the fraction each broke first.
+ENSEMBLE_METRICS = ("robust_accuracy", "robust_accuracy_ci_low", "robust_accuracy_ci_high",
+                    *(f"robust_accuracy/after_{s}" for s in STAGES), *(f"broken_by/{s}" for s in STAGES))
 
 # The patch control's metrics (``patch_control``): the patch against a random patch of its size.
 CONTROL_METRICS = ("control_accuracy", "control_targeted_success_rate", "accuracy_below_control",
@@ -15,18 +21,18 @@ CONTROL_METRICS = ("control_accuracy", "control_targeted_success_rate", "accurac
 
 JUNIT_METRICS = ("clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
                  "defended_accuracy", "accuracy_gain", "transfer_rate", *DISTANCE_METRICS, "control_accuracy",
-                 "control_targeted_success_rate", "defended_accuracy_std")
+                 "control_targeted_success_rate", "defended_accuracy_std", "robust_accuracy")
 # A defended result's own metrics: logged under these names, never prefixed.
 DEFENSE_METRICS = ("defended_accuracy", "accuracy_gain", "clean_accuracy_gain", "defended_accuracy_std",
                    "defended_accuracy_ci_low", "defended_accuracy_ci_high")
 # Metrics with per-image correctness: compared with a baseline image by image (McNemar).
-PAIRED_METRICS = ("clean_accuracy", "adversarial_accuracy", "defended_accuracy")
+PAIRED_METRICS = ("clean_accuracy", "adversarial_accuracy", "defended_accuracy", "robust_accuracy")
 # Every metric a cell can report: what thresholds may name.
 KNOWN_METRICS = (
     "clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
     "patched_accuracy", "patched_count", "transfer_rate", *DEFENSE_METRICS,
     *(f"{name}{stat}" for name in DISTANCE_METRICS for stat in ("", "_median", "_stdev", "_iqr", "_min", "_max")),
     *(f"{subset}_{name}" for subset in ("clean", "adversarial") for name in ("precision", "recall", "f1", "auc")),
-    *CONTROL_METRICS,
+    *CONTROL_METRICS, *ENSEMBLE_METRICS,
     *(f"{name}{bound}" for name in statistics.PROPORTIONS for bound in ("_ci_low", "_ci_high")),
 )
