@@ -40,19 +40,37 @@ def is_ensemble(result: AttackResult) -> bool:
     return result.run is not None and "broken_by" in result.run.artifacts
 
 
+def stages_of(result: AttackResult) -> list[str]:
+    """The attacks that ran, in order (the rand version's for a randomised model)."""
+    return stage_names(result.params.get("stages") or result.params["attacks"])
+
+
+def clean_correct(result: AttackResult) -> np.ndarray:
+    """Per image: right on the clean image (a randomised model: on every draw)."""
+    draws = result.run.artifacts.get("clean_draws")
+    if draws is not None:
+        return np.all(np.asarray(draws) == result.y_true, axis=0)
+    return result.clean_predictions == result.y_true
+
+
 def robust_images(result: AttackResult) -> np.ndarray:
-    """Per image: right on the clean image and on the ensemble's example (no attack broke it)."""
-    return (result.clean_predictions == result.y_true) & (result.adversarial_predictions == result.y_true)
+    """Per image: right on the clean image and on the ensemble's example (no attack broke it); a randomised
+    model only if right on every draw of both (the worst case over draws)."""
+    draws = result.run.artifacts.get("adversarial_draws")
+    adversarial = (np.all(np.asarray(draws) == result.y_true, axis=0) if draws is not None
+                   else result.adversarial_predictions == result.y_true)
+    return clean_correct(result) & adversarial
 
 
 def add_metrics(result: AttackResult) -> None:
     """``robust_accuracy`` (with its Wilson interval), the running accuracy after each attack and what each
     broke first, into ``result.metrics``."""
-    stages = stage_names(result.params["attacks"])
+    stages = stages_of(result)
     broken_by = np.asarray(result.run.artifacts["broken_by"])
-    clean_ok = result.clean_predictions == result.y_true
+    clean_ok = clean_correct(result)
     n = len(result.y_true)
-    values = {ROBUST: float(np.mean(robust_images(result)))}
+    values = {ROBUST: float(np.mean(robust_images(result))),
+              "randomised": float(bool(result.params.get("randomised", False)))}
     for index, stage in enumerate(stages):
         still = clean_ok & ((broken_by == UNBROKEN) | (broken_by > index))
         values[after(stage)] = float(np.mean(still))
@@ -65,9 +83,9 @@ def add_metrics(result: AttackResult) -> None:
 
 def verdicts(result: AttackResult) -> list[str]:
     """Per image: ``misclassified`` (wrong before any attack), the attack that broke it, or ``robust``."""
-    stages = stage_names(result.params["attacks"])
+    stages = stages_of(result)
     broken_by = np.asarray(result.run.artifacts["broken_by"])
-    clean_ok = result.clean_predictions == result.y_true
+    clean_ok = clean_correct(result)
     out = []
     for ok, index, still in zip(clean_ok, broken_by, robust_images(result)):
         if not ok or index == MISCLASSIFIED:
@@ -75,7 +93,7 @@ def verdicts(result: AttackResult) -> list[str]:
         elif index >= 0:
             out.append(stages[index])
         else:
-            out.append("robust" if still else "unknown")
+            out.append("robust" if still else "a draw")  # randomised: no attack, but a prediction draw, got it wrong
     return out
 
 
@@ -94,15 +112,20 @@ def attribution_csv(result: AttackResult, class_names=()) -> bytes:
 
 def summary_table(result: AttackResult) -> str:
     """The attacks in order: images each broke first and the robust accuracy left after it."""
-    stages = stage_names(result.params["attacks"])
-    counts = {v: 0 for v in ("misclassified", *stages, "robust")}
+    stages = stages_of(result)
+    counts = {v: 0 for v in ("misclassified", *stages, "a draw", "robust")}
     for verdict in verdicts(result):
         counts[verdict] = counts.get(verdict, 0) + 1
     n = len(result.y_true)
-    lines = [f"AutoAttack {result.params.get('norm')} eps {result.params.get('eps')} on {n} images", "",
+    randomised = result.params.get("randomised", False)
+    lines = [f"AutoAttack {result.params.get('norm')} eps {result.params.get('eps')} on {n} images"
+             + (f"; randomised model: the rand version (EoT over {result.params.get('eot_draws')} draws, an image "
+                "robust only if right on every draw)" if randomised else ""), "",
              "| attack | images broken first | robust accuracy after |", "|---|---|---|",
              f"| (clean) | {counts['misclassified']} | {1 - counts['misclassified'] / n:.4f} |"]
     lines += [f"| {s} | {counts[s]} | {result.metrics[after(s)]:.4f} |" for s in stages]
+    if counts["a draw"]:
+        lines.append(f"| (a prediction draw) | {counts['a draw']} | {result.metrics[ROBUST]:.4f} |")
     lines.append(f"| **robust_accuracy** | {counts['robust']} robust | {result.metrics[ROBUST]:.4f} |")
     return "\n".join(lines) + "\n"
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from . import cell_artifacts, ensemble, masking, patch_control, statistics
+from . import cell_artifacts, ensemble, masking, patch_control, per_class, statistics
 from .attack_result import AttackResult, correctness
 from .attacks import get_attack
 from .attacks.base import seed_everything
@@ -148,8 +148,11 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
                            params.get("patch_target"), memo=self._score_memo(recipe, defence_key))
         result.architecture = self.architecture
         result.crafted_on = (recipe, defence_key, classifier, attack_model)
+        robust = None
         if ensemble.is_ensemble(result):
             ensemble.add_metrics(result)
+            robust = ensemble.robust_images(result)
+        per_class.add_metrics(result, self.dataset.class_names, robust)
         if deployed is not None:
             with self.timed("score"):
                 self._add_control(result, spec, params, scorer, recipe, defence_key)

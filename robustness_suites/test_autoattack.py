@@ -17,15 +17,18 @@ from pytest_robustness import attack_cases
 # AutoAttack's 100 APGD iterations per image (and 9 targets for what survives APGD-CE) take about a second
 # per image on this 2-core CPU for le_net: the first AA_IMAGES test images, unless --samples says otherwise.
 AA_IMAGES = 100
-# The default cells' budget: 50 APGD iterations, APGD-T's 3 most likely targets, Square's first 100 queries.
-QUICK = dict(max_iter=50, n_target_classes=3, square_queries=100)
+# The default cells: no DeepFool (it broke no image DeepFool-only in any measured cell, and an image it cannot
+# flip keeps its batch stepping 100 times), 50 APGD iterations, APGD-T's 3 most likely targets, 100 Square queries.
+QUICK = dict(attacks="apgd-ce,apgd-t,square", max_iter=50, n_target_classes=3, square_queries=100)
 AA_CASES = [dict(norm="inf", eps=0.3, **QUICK), dict(norm="2", eps=1.5, **QUICK)]
 SLOW_CASES = [dict(norm="inf", eps=0.3), dict(norm="2", eps=1.5)]
 # The single attacks robust_accuracy is compared with, on the same images: test_evasion.py's PGD and Square.
 PGD = {"inf": dict(norm="inf", eps=0.3, eps_step=0.075), "2": dict(norm="2", eps=1.5, eps_step=0.5)}
 SQUARE = {"inf": dict(norm="inf", eps=0.3, max_iter=50), "2": dict(norm="2", eps=1.5, max_iter=50)}
-# Floors on robust_accuracy by (norm, eps), measured (seed 0, default training, 100 images): see the README.
-ROBUST_FLOORS = {"le_net": {("inf", 0.3): 0.0, ("2", 1.5): 0.0}, "shallow_net": {("inf", 0.3): 0.0, ("2", 1.5): 0.0}}
+# Floors on robust_accuracy by (norm, eps), measured (seed 0, default training, the first 100 test images, both
+# budgets gave the same numbers): le_net 0.00 / 0.50 (L-inf 0.3 / L2 1.5) against PGD's 0.02 / 0.57 and Square's
+# 0.67 / 0.86; shallow_net 0.00 / 0.33 against PGD's 0.04 / 0.48 and Square's 0.40 / 0.84. Less a margin.
+ROBUST_FLOORS = {"le_net": {("inf", 0.3): 0.0, ("2", 1.5): 0.35}, "shallow_net": {("inf", 0.3): 0.0, ("2", 1.5): 0.2}}
 CLEAN_FLOORS = {"le_net": 0.9, "shallow_net": 0.8}
 DEFAULT_CLEAN_FLOOR = 0.2
 

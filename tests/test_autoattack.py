@@ -11,9 +11,11 @@ import sys
 import types
 import xml.etree.ElementTree as ET
 
+import keras
 import mlflow
 import numpy as np
 import pytest
+import tensorflow as tf
 from art.attacks.evasion import AutoAttack
 
 from helpers import Store
@@ -22,6 +24,7 @@ from pytest_robustness.classifiers import make_classifier
 from test_user_models import PIP, _logits_cnn, digits_npz
 
 SAMPLES = 40
+AA_ATTACKS = "apgd-ce,apgd-t,deepfool,square"
 AA = dict(norm="inf", eps=0.15, max_iter=10, n_target_classes=3, square_queries=30)
 SUITE = f'''
 from pytest_robustness import attack_cases
@@ -59,8 +62,6 @@ def user(tmp_path_factory):
 def art_autoattack(store, run, tmp_path):
     """ART's AutoAttack with the ensemble's attacks (ART's classes) on what MLflow holds, seeded as the harness."""
     sys.modules.setdefault("multiprocess", types.ModuleType("multiprocess"))  # imported for ART's parallel mode only
-    import keras
-
     mlflow.set_tracking_uri(store.uri)
     model = mlflow.keras.load_model(run.data.params["model_uri"])
     examples = np.load(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path / run.info.run_id))
@@ -94,6 +95,7 @@ def test_robust_accuracy_is_arts_autoattack_on_a_users_model(pytester, user, tmp
     assert metrics["robust_accuracy"] <= metrics["pgd_adversarial_accuracy"]
     assert metrics["robust_accuracy"] <= metrics["square_adversarial_accuracy"]
     assert metrics["robust_accuracy"] < metrics["clean_accuracy"]  # it attacked
+    assert metrics["randomised"] == 0.0 and run.data.params["autoattack.stages"] == ",".join(stage_names(AA_ATTACKS))
     stages = stage_names(AUTOATTACK.resolve(AA)["attacks"])
     assert metrics[f"robust_accuracy/after_{stages[-1]}"] == pytest.approx(metrics["robust_accuracy"])
     assert metrics["robust_accuracy_ci_low"] <= metrics["robust_accuracy"] <= metrics["robust_accuracy_ci_high"]
@@ -124,3 +126,50 @@ def test_a_robust_accuracy_threshold_fails_the_cell(pytester, user):
                                 "--model-uri", "cnn=models:/user_logits/1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*robust_accuracy*0.99*"])
+
+
+@keras.saving.register_keras_serializable(package="robustness_tests")
+class AlwaysNoise(keras.layers.Layer):
+    """Gaussian noise at inference too (keras.layers.GaussianNoise is off outside training): a user's
+    model with randomness inside, no defense declared."""
+
+    def __init__(self, stddev=0.3, **kwargs):
+        super().__init__(**kwargs)
+        self.stddev = stddev
+
+    def call(self, x, training=None):
+        return x + tf.random.normal(tf.shape(x), stddev=self.stddev)
+
+    def get_config(self):
+        return {**super().get_config(), "stddev": self.stddev}
+
+
+def test_a_model_with_noise_at_inference_is_flagged_and_judged_on_every_draw(pytester, user, tmp_path):
+    store, npz = user
+    mlflow.set_tracking_uri(store.uri)
+    try:
+        logits = mlflow.keras.load_model("models:/user_logits/1")
+        noisy = keras.Sequential([keras.Input((8, 8, 1)), AlwaysNoise(0.3), logits])
+        with mlflow.start_run():
+            mlflow.keras.log_model(noisy, name="model", registered_model_name="user_noisy", pip_requirements=PIP)
+    finally:
+        mlflow.set_tracking_uri(None)
+    pytester.makepyfile(test_aa=SUITE.replace("AA = {", 'AA = {"eot_draws": 4, '))
+    result = pytester.runpytest("--attack-backend", "compiled", "-p", "no:cacheprovider", "-W",
+                                "ignore::pytest.PytestAssertRewriteWarning", "--samples", str(SAMPLES),
+                                "--dataset", str(npz), "--mlflow-uri", store.uri,
+                                "--model-uri", "cnn=models:/user_noisy/1", "--robustness-cache", "off")
+    result.assert_outcomes(passed=1)
+    run = max([r for r in store.runs("digits") if r.data.tags.get("robustness.kind") == "test"],
+              key=lambda r: r.info.start_time)
+    params, metrics = run.data.params, run.data.metrics
+    assert params["autoattack.randomised"] == "true" and metrics["randomised"] == 1.0
+    assert params["autoattack.stages"] == "apgd-ce,apgd-dlr"  # the rand version, with EoT gradients
+    assert params["autoattack.eot_draws"] == "4"
+    # the worst case over draws: never above one draw's accuracy
+    assert metrics["robust_accuracy"] <= metrics["adversarial_accuracy"]
+    assert metrics["robust_accuracy"] <= metrics["robust_accuracy/after_apgd-dlr"]
+    rows = list(csv.DictReader(open(store.download(run.info.run_id, "autoattack_broken_by.csv", tmp_path / "csv"))))
+    assert [r["broken_by"] for r in rows].count("robust") == round(metrics["robust_accuracy"] * SAMPLES)
+    summary = open(store.download(run.info.run_id, "autoattack_summary.md", tmp_path / "md")).read()
+    assert "randomised model: the rand version (EoT over 4 draws" in summary

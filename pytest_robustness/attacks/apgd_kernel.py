@@ -79,7 +79,7 @@ def project64(values, eps, norm):
     return tf.reshape(v2, tf.shape(values))
 
 
-def _build_apgd(model_ref, *, norm, targeted, loss_type, clip, input_shape, nb_classes):
+def _build_apgd(model_ref, *, norm, targeted, loss_type, clip, input_shape, nb_classes, draws=1):
     lo, hi = clip
     sign = -1.0 if targeted else 1.0
     bshape = [-1] + [1] * len(input_shape)
@@ -99,11 +99,17 @@ def _build_apgd(model_ref, *, norm, targeted, loss_type, clip, input_shape, nb_c
         max_iter = tf.shape(is_checkpoint)[0]
 
         def loss_and_grad(x):
-            with tf.GradientTape() as tape:
-                tape.watch(x)
-                f = per_sample_loss(loss_type, y, model(x, training=False))
-                mean = tf.reduce_mean(f)
-            return f, tape.gradient(mean, x) * sign
+            total_f = total_g = None
+            for _ in range(draws):  # a randomised model: the mean over draws (EoT); one draw otherwise
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    f = per_sample_loss(loss_type, y, model(x, training=False))
+                    mean = tf.reduce_mean(f)
+                g = tape.gradient(mean, x)
+                total_f, total_g = (f, g) if total_f is None else (total_f + f, total_g + g)
+            if draws > 1:
+                total_f, total_g = total_f / draws, total_g / draws
+            return total_f, total_g * sign
 
         def direction(grad):
             if norm == "inf":
@@ -178,12 +184,14 @@ def _build_predict(model_ref, input_shape):
 
 
 def apgd(model, x, *, eps=0.3, eps_step=0.1, max_iter=100, norm="inf", loss_type="cross_entropy",
-         nb_random_init=5, batch_size=32, clip_values=(0.0, 1.0), y=None, targeted=False) -> np.ndarray:
+         nb_random_init=5, batch_size=32, clip_values=(0.0, 1.0), y=None, targeted=False, draws=1) -> np.ndarray:
     """Auto-PGD, equal to ART's ``AutoProjectedGradientDescent`` on the same model, images and numpy seed.
 
     ``model`` outputs logits. With ``y=None`` the labels are the model's predictions (ART's rule);
     targeted attacks need ``y`` (the targets). Draws the random starts from numpy's global RNG as ART
-    does (seed it first: ``seed_everything``).
+    does (seed it first: ``seed_everything``). ``draws`` > 1 is for a model whose forward pass is random:
+    each loss and gradient is the mean over that many forward passes (Expectation over Transformation,
+    AutoAttack's "rand" version); ART has no such option.
     """
     from art.utils import projection, random_sphere
 
@@ -198,11 +206,13 @@ def apgd(model, x, *, eps=0.3, eps_step=0.1, max_iter=100, norm="inf", loss_type
     if loss_type not in LOSSES:
         raise ValueError(f"loss_type must be one of {', '.join(LOSSES)}; got {loss_type!r}")
     check_bool("targeted", targeted)
+    draws = check_int("draws", draws, low=1)
     art_norm = np.inf if norm == "inf" else 2
     shape = x.shape[1:]
     predict = cached_kernel(model, ("apgd_predict", shape), lambda ref: _build_predict(ref, shape))
-    kernel = cached_kernel(model, ("apgd", norm, targeted, loss_type, clip, shape), lambda ref: _build_apgd(
-        ref, norm=norm, targeted=targeted, loss_type=loss_type, clip=clip, input_shape=shape, nb_classes=nb_classes))
+    kernel = cached_kernel(model, ("apgd", norm, targeted, loss_type, clip, shape, draws), lambda ref: _build_apgd(
+        ref, norm=norm, targeted=targeted, loss_type=loss_type, clip=clip, input_shape=shape, nb_classes=nb_classes,
+        draws=draws))
 
     def predicted(images):
         return np.concatenate([predict(images[a:b]).numpy() for a, b in batches(len(images), 128)])

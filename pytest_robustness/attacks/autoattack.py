@@ -33,8 +33,10 @@ import numpy as np
 from ..params import Param, numeric
 from .base import AttackOutput, AttackTarget, AttackSpec, norm_value
 
-STAGES = ("apgd-ce", "apgd-t", "deepfool", "square")
-STANDARD = ",".join(STAGES)
+STAGES = ("apgd-ce", "apgd-t", "deepfool", "square", "apgd-dlr")
+STANDARD = "apgd-ce,apgd-t,deepfool,square"
+RAND = "apgd-ce,apgd-dlr"  # the "rand" version, for a randomised model
+PROBE_IMAGES = 16  # predicted twice to tell a randomised model
 UNBROKEN, MISCLASSIFIED = -1, -2
 DEEPFOOL = dict(max_iter=100, epsilon=0.02, nb_grads=10)
 
@@ -58,6 +60,7 @@ PARAMS = {
     "n_target_classes": numeric(9, 1, integer=True, doc="APGD-T's target classes (2nd most likely on)"),
     "square_queries": numeric(5000, 1, integer=True, id_prefix="queries", doc="Square's queries"),
     "batch_size": numeric(32, 1, integer=True, doc="samples per gradient batch"),
+    "eot_draws": numeric(10, 1, integer=True, doc="a randomised model: draws per gradient and per verdict"),
 }
 
 
@@ -144,6 +147,33 @@ def compiled_stages(classifier, model, params: Mapping[str, Any]) -> dict[str, C
             "square": lambda: square_stage(classifier, params)}
 
 
+def rand_stages(classifier, model, params: Mapping[str, Any]) -> dict[str, Callable[[], Stage]]:
+    """AutoAttack's "rand" version for a randomised model: APGD-CE and APGD-DLR (untargeted), each loss and
+    gradient the mean over ``eot_draws`` forward passes (EoT). ART has no EoT APGD: the compiled kernel
+    runs on either backend."""
+    from . import apgd_kernel
+
+    def apgd(loss_type: str):
+        return lambda x, y: apgd_kernel.apgd(
+            model, x, eps=params["eps"], eps_step=2 * params["eps"], max_iter=params["max_iter"], norm=params["norm"],
+            loss_type=loss_type, nb_random_init=1, batch_size=params["batch_size"],
+            clip_values=classifier.clip_values, y=y, draws=params["eot_draws"])
+
+    return {"apgd-ce": lambda: Stage("apgd-ce", apgd("cross_entropy")),
+            "apgd-dlr": lambda: Stage("apgd-dlr", apgd("difference_logits_ratio"))}
+
+
+def is_randomised(classifier, x: np.ndarray) -> bool:
+    """AutoAttack's ``checks.py``: the same images predicted twice give different outputs."""
+    probe = np.asarray(x[:PROBE_IMAGES], dtype=np.float32)
+    return not np.array_equal(classifier.predict(probe), classifier.predict(probe))
+
+
+def draw_predictions(classifier, x: np.ndarray, draws: int, batch_size: int) -> np.ndarray:
+    """The predicted class of each image in each of ``draws`` forward passes, shape (draws, n)."""
+    return np.stack([classifier.predict(x, batch_size=batch_size).argmax(axis=1) for _ in range(draws)])
+
+
 def square_stage(classifier, params: Mapping[str, Any]) -> Stage:
     from art.attacks.evasion import SquareAttack
 
@@ -174,12 +204,22 @@ def run_ensemble(classifier, x: np.ndarray, stages: list[Stage], norm, eps: floa
 
 
 def _generator(build_stages) -> Callable[[AttackTarget, np.ndarray, Mapping[str, Any]], AttackOutput]:
+    """The ensemble on ``build_stages``' attacks; a randomised model (its predictions differ between two
+    calls) gets the rand version, and its per-draw predictions of the clean and adversarial images
+    (the cell counts an image robust only if every draw of both is right)."""
     def generator(target: AttackTarget, x: np.ndarray, params: Mapping[str, Any]) -> AttackOutput:
-        table = build_stages(target.classifier, target.model, params)
-        stages = [table[name]() for name in stage_names(params["attacks"])]
+        randomised = is_randomised(target.classifier, x)
+        names = RAND if randomised else params["attacks"]
+        table = (rand_stages if randomised else build_stages)(target.classifier, target.model, params)
+        stages = [table[name]() for name in stage_names(names)]
         x_adv, broken_by = run_ensemble(target.classifier, x, stages, norm_value(params["norm"]), params["eps"],
                                         params["batch_size"])
-        return AttackOutput(x_adv, {"broken_by": broken_by})
+        artifacts = {"broken_by": broken_by}
+        if randomised:
+            artifacts["clean_draws"] = draw_predictions(target.classifier, x, params["eot_draws"], params["batch_size"])
+            artifacts["adversarial_draws"] = draw_predictions(target.classifier, x_adv, params["eot_draws"],
+                                                              params["batch_size"])
+        return AttackOutput(x_adv, artifacts, {"randomised": randomised, "stages": names})
 
     return generator
 
