@@ -55,11 +55,14 @@ def clean_correct(result: AttackResult) -> np.ndarray:
 
 def robust_images(result: AttackResult) -> np.ndarray:
     """Per image: right on the clean image and on the ensemble's example (no attack broke it); a randomised
-    model only if right on every draw of both (the worst case over draws)."""
+    model only if right on every draw of both, the cell's scoring draw included (the worst case over draws)."""
+    scored = (result.clean_predictions == result.y_true) & (result.adversarial_predictions == result.y_true)
     draws = result.run.artifacts.get("adversarial_draws")
-    adversarial = (np.all(np.asarray(draws) == result.y_true, axis=0) if draws is not None
-                   else result.adversarial_predictions == result.y_true)
-    return clean_correct(result) & adversarial
+    if draws is not None:  # the scoring draw too: never above the single-draw accuracies
+        scored &= np.all(np.asarray(draws) == result.y_true, axis=0)
+    # and no attack broke it on the draw that checked it (a deterministic model: implied by the above)
+    unbroken = np.asarray(result.run.artifacts["broken_by"]) == UNBROKEN
+    return clean_correct(result) & scored & unbroken
 
 
 def add_metrics(result: AttackResult) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import pytest
 
-from . import cell_artifacts, ensemble, masking, patch_control, per_class, statistics
+from . import cell_artifacts, ensemble, masking, patch_control, per_class, statistics, targets
 from .attack_result import AttackResult, correctness
 from .attacks import get_attack
 from .attacks.base import seed_everything
@@ -153,6 +153,8 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
             ensemble.add_metrics(result)
             robust = ensemble.robust_images(result)
         per_class.add_metrics(result, self.dataset.class_names, robust)
+        if targets.has_targets(result):  # per-image targets (APGD-T): the attacker's view beside the defender's
+            targets.add_metrics(result)
         if deployed is not None:
             with self.timed("score"):
                 self._add_control(result, spec, params, scorer, recipe, defence_key)

@@ -116,16 +116,22 @@ def test_robust_accuracy_is_arts_autoattack_on_a_users_model(pytester, user, tmp
     assert float(props["robustness.value"]) == pytest.approx(metrics["robust_accuracy"], abs=1e-6)
 
 
-def test_a_robust_accuracy_threshold_fails_the_cell(pytester, user):
+def test_a_robust_accuracy_threshold_fails_the_cell_and_the_baseline_is_compared_image_by_image(pytester, user):
     store, npz = user
     pytester.makepyfile(test_aa=SUITE.replace("AA = {", 'AA = {"attacks": "apgd-ce", ').replace("max_iter=30", "max_iter=3"))
     pytester.makefile(".toml", thresholds='[[thresholds]]\nattack = "autoattack"\nrobust_accuracy = 0.99\n')
     result = pytester.runpytest("--attack-backend", "compiled", "-p", "no:cacheprovider", "-W",
                                 "ignore::pytest.PytestAssertRewriteWarning", "--samples", str(SAMPLES),
                                 "--dataset", str(npz), "--mlflow-uri", store.uri, "--thresholds", "thresholds.toml",
-                                "--model-uri", "cnn=models:/user_logits/1")
+                                "--model-uri", "cnn=models:/user_logits/1", "--baseline-uri", "cnn=models:/user_logits/1")
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*robust_accuracy*0.99*"])
+    run = max([r for r in store.runs("digits") if r.data.tags.get("robustness.kind") == "test"],
+              key=lambda r: r.info.start_time)
+    # the baseline (here the same model) on the same images: McNemar on robust_accuracy, image by image
+    assert run.data.metrics["robust_accuracy_paired_difference"] == 0.0
+    assert run.data.metrics["robust_accuracy_paired_p_value"] == 1.0
+    assert run.data.metrics["baseline_robust_accuracy"] == run.data.metrics["robust_accuracy"]
 
 
 @keras.saving.register_keras_serializable(package="robustness_tests")

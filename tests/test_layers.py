@@ -37,7 +37,7 @@ LAYERS = {
     "engine": {"tracking", "orphans", "model_registry", "model_checks", "model_files", "devices", "session", "memo", "predictors", "model_slots",
                "adversarial_sets", "training_claims"},
     "cell API": {"evaluation", "attack_result", "scoring", "cell_artifacts", "defended_cells", "baselines",
-                 "transfer_cells", "masking", "patch_control", "randomised", "grid", "ensemble", "per_class", ""},  # "" is the package itself: the suites' API (attack_cases ...)
+                 "transfer_cells", "masking", "patch_control", "randomised", "grid", "ensemble", "per_class", "targets", ""},  # "" is the package itself: the suites' API (attack_cases ...)
     "pytest glue": {"plugin", "robustness_plugin", "scope", "junit", "fixtures", "reporting", "gating", "sweeps",
                     "ordering", "transfer"},
 }

@@ -7,7 +7,8 @@ import mlflow
 import numpy as np
 import pytest
 
-from helpers import Store
+from helpers import Store, session_run_id
+from pytest_robustness.classifiers import make_classifier
 from test_user_models import PIP, _logits_cnn, digits_npz
 
 SUITE = '''
@@ -17,6 +18,11 @@ from pytest_robustness import attack_cases
 @attack_cases("fgm", [dict(norm="inf", eps=0.05)])
 def test_fgm(robustness, architecture, params):
     robustness.check(robustness.attack("fgm", **params))
+
+
+@attack_cases("apgd", [dict(norm="inf", eps=0.15, eps_step=0.1, max_iter=5, nb_random_init=1, targeted=True)])
+def test_apgd_targeted(robustness, architecture, params):
+    robustness.attack("apgd", **params)
 '''
 THRESHOLDS = '''[[thresholds]]
 attack = "fgm"
@@ -56,17 +62,17 @@ def run(pytester, store, npz, name):
                                 "ignore::pytest.PytestAssertRewriteWarning", "--samples", "200", "--dataset", str(npz),
                                 "--mlflow-uri", store.uri, "--thresholds", "thresholds.toml",
                                 "--model-uri", f"cnn=models:/{name}/1", "--robustness-cache", "off")
-    cell = max([r for r in store.runs("digits") if r.data.tags.get("robustness.kind") == "test"],
-               key=lambda r: r.info.start_time)
-    return result, cell.data.metrics
+    cells = {r.info.run_name: r for r in store.runs("digits") if r.data.tags.get("robustness.kind") == "test"
+             and r.data.tags.get("mlflow.parentRunId") == session_run_id(result)}
+    return result, cells["test_fgm[cnn-linf-eps0.05]"].data.metrics, cells
 
 
 def test_a_worst_class_threshold_fails_a_model_whose_one_class_collapses(pytester, models):
     store, npz = models
-    result, healthy = run(pytester, store, npz, "healthy")
-    result.assert_outcomes(passed=1)
-    result, collapsed = run(pytester, store, npz, "collapsed")
-    result.assert_outcomes(failed=1)
+    result, healthy, _ = run(pytester, store, npz, "healthy")
+    result.assert_outcomes(passed=2)
+    result, collapsed, _ = run(pytester, store, npz, "collapsed")
+    result.assert_outcomes(passed=1, failed=1)
     # the average passes its floor; the one class that collapsed fails the worst-class floor
     assert collapsed["adversarial_accuracy"] >= 0.3
     assert collapsed[f"adversarial_accuracy/class/{COLLAPSED}"] == 0.0
@@ -80,3 +86,21 @@ def test_a_worst_class_threshold_fails_a_model_whose_one_class_collapses(pyteste
     assert len(per_class) == 10
     assert healthy["worst_class_adversarial_accuracy"] == pytest.approx(min(per_class.values()))
     assert healthy["worst_class_adversarial_accuracy"] >= 0.2
+
+
+def test_a_targeted_cell_reports_the_defenders_and_the_attackers_view(pytester, models, tmp_path):
+    store, npz = models
+    result, _, cells = run(pytester, store, npz, "healthy")
+    result.assert_outcomes(passed=2)
+    cell = cells["test_apgd_targeted[cnn-linf-eps0.15-iter5-restarts1-targeted]"]
+    metrics = cell.data.metrics
+    examples = np.load(store.download(cell.info.run_id, "adversarial_examples.npz", tmp_path))
+    mlflow.set_tracking_uri(store.uri)
+    classifier = make_classifier(mlflow.keras.load_model("models:/healthy/1"), 10, (8, 8, 1))
+    targets = np.argsort(classifier.predict(examples["x_clean"]), axis=1, kind="stable")[:, -2]  # 2nd likeliest
+    adv = classifier.predict(examples["x_adv"]).argmax(1)
+    y = examples["y_true"]
+    assert metrics["adversarial_accuracy"] == pytest.approx(np.mean(adv == y))  # the defender's view
+    assert metrics["targeted_success_rate"] == pytest.approx(np.mean(adv[y != targets] == targets[y != targets]))
+    assert 0 < metrics["targeted_success_rate"] < 1
+    assert metrics["targeted_success_rate_ci_low"] <= metrics["targeted_success_rate"]
