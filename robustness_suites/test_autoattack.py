@@ -2,8 +2,8 @@
 FAB-T's place (ART's substitute) and Square, every architecture, at L-inf 0.3 and L2 1.5 on MNIST.
 
 An image is robust only if every attack fails on it, so ``robust_accuracy`` can only be at most what any one
-attack leaves: each cell asserts it is not above PGD's or Square's accuracy on the same images in the session
-(those cells' examples come from the memo or the cache when ``test_evasion.py`` ran them).
+attack leaves: each cell asserts it is not above PGD's or Square's accuracy (``test_evasion.py``'s settings) on
+the same images in the session.
 
 The default cells run the standard version's attacks on a quick budget (``QUICK``) on ``AA_IMAGES`` images; the
 ``slow`` cells run AutoAttack's standard budget (100 APGD iterations, 9 targets, Square's 5,000 queries). Floors measured on the
@@ -15,14 +15,16 @@ import pytest
 from pytest_robustness import attack_cases
 
 # AutoAttack's 100 APGD iterations per image (and 9 targets for what survives APGD-CE) take about a second
-# per image on this 2-core CPU for le_net: the first AA_IMAGES test images, unless --samples says otherwise.
-AA_IMAGES = 100
+# per image on this 2-core CPU for le_net: the default cells attack the first AA_IMAGES test images, the
+# standard-budget ones STANDARD_IMAGES, unless --samples says otherwise.
+AA_IMAGES = 50
+STANDARD_IMAGES = 100
 # The default cells: no DeepFool (it broke no image DeepFool-only in any measured cell, and an image it cannot
 # flip keeps its batch stepping 100 times), 50 APGD iterations, APGD-T's 3 most likely targets, 100 Square queries.
 QUICK = dict(attacks="apgd-ce,apgd-t,square", max_iter=50, n_target_classes=3, square_queries=100)
 AA_CASES = [dict(norm="inf", eps=0.3, **QUICK), dict(norm="2", eps=1.5, **QUICK)]
 SLOW_CASES = [dict(norm="inf", eps=0.3), dict(norm="2", eps=1.5)]
-# The single attacks robust_accuracy is compared with, on the same images: test_evasion.py's PGD and Square.
+# The single attacks robust_accuracy is compared with, on the same images: PGD and Square as test_evasion.py sets them.
 PGD = {"inf": dict(norm="inf", eps=0.3, eps_step=0.075), "2": dict(norm="2", eps=1.5, eps_step=0.5)}
 SQUARE = {"inf": dict(norm="inf", eps=0.3, max_iter=50), "2": dict(norm="2", eps=1.5, max_iter=50)}
 # Floors on robust_accuracy by (norm, eps), measured (seed 0, default training, the first 100 test images, both
@@ -33,10 +35,10 @@ CLEAN_FLOORS = {"le_net": 0.9, "shallow_net": 0.8}
 DEFAULT_CLEAN_FLOOR = 0.2
 
 
-def check_worst_case(robustness, architecture, params):
-    result = robustness.attack("autoattack", max_samples=AA_IMAGES, **params)
-    singles = {"pgd": robustness.measure("pgd", max_samples=AA_IMAGES, **PGD[params["norm"]]),
-               "square": robustness.measure("square", max_samples=AA_IMAGES, **SQUARE[params["norm"]])}
+def check_worst_case(robustness, architecture, params, images):
+    result = robustness.attack("autoattack", max_samples=images, **params)
+    singles = {"pgd": robustness.measure("pgd", max_samples=images, **PGD[params["norm"]]),
+               "square": robustness.measure("square", max_samples=images, **SQUARE[params["norm"]])}
     robustness.log_metrics({f"{name}_adversarial_accuracy": single.metrics["adversarial_accuracy"]
                             for name, single in singles.items()})
     robustness.check(result, clean_accuracy=CLEAN_FLOORS.get(architecture, DEFAULT_CLEAN_FLOOR),
@@ -51,7 +53,7 @@ def check_worst_case(robustness, architecture, params):
 @pytest.mark.autoattack
 @attack_cases("autoattack", AA_CASES)
 def test_autoattack(robustness, architecture, params):
-    check_worst_case(robustness, architecture, params)
+    check_worst_case(robustness, architecture, params, AA_IMAGES)
 
 
 @pytest.mark.slow
@@ -59,4 +61,4 @@ def test_autoattack(robustness, architecture, params):
 @attack_cases("autoattack", SLOW_CASES)
 def test_autoattack_standard(robustness, architecture, params):
     """AutoAttack's standard budget: Square with 5,000 queries on what APGD and DeepFool left."""
-    check_worst_case(robustness, architecture, params)
+    check_worst_case(robustness, architecture, params, STANDARD_IMAGES)

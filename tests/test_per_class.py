@@ -1,5 +1,6 @@
 """Per-class verdicts on a user's model (``--model-uri``, keras flavor, logits): an average can hide one class
-that collapses, and a worst-class threshold catches it. Real sqlite MLflow store, real Keras models."""
+that collapses, and a worst-class threshold catches it; a targeted cell is reported both ways (the same
+session). Real sqlite MLflow store, real Keras models."""
 
 from __future__ import annotations
 
@@ -67,10 +68,11 @@ def run(pytester, store, npz, name):
     return result, cells["test_fgm[cnn-linf-eps0.05]"].data.metrics, cells
 
 
-def test_a_worst_class_threshold_fails_a_model_whose_one_class_collapses(pytester, models):
+def test_a_worst_class_threshold_fails_a_model_whose_one_class_collapses(pytester, models, tmp_path):
     store, npz = models
-    result, healthy, _ = run(pytester, store, npz, "healthy")
+    result, healthy, cells = run(pytester, store, npz, "healthy")
     result.assert_outcomes(passed=2)
+    check_targeted_cell(store, cells, tmp_path)
     result, collapsed, _ = run(pytester, store, npz, "collapsed")
     result.assert_outcomes(passed=1, failed=1)
     # the average passes its floor; the one class that collapsed fails the worst-class floor
@@ -88,10 +90,8 @@ def test_a_worst_class_threshold_fails_a_model_whose_one_class_collapses(pyteste
     assert healthy["worst_class_adversarial_accuracy"] >= 0.2
 
 
-def test_a_targeted_cell_reports_the_defenders_and_the_attackers_view(pytester, models, tmp_path):
-    store, npz = models
-    result, _, cells = run(pytester, store, npz, "healthy")
-    result.assert_outcomes(passed=2)
+def check_targeted_cell(store, cells, tmp_path):
+    """A targeted cell reports the defender's view and the attacker's, each as ART's numbers recomputed."""
     cell = cells["test_apgd_targeted[cnn-linf-eps0.15-iter5-restarts1-targeted]"]
     metrics = cell.data.metrics
     examples = np.load(store.download(cell.info.run_id, "adversarial_examples.npz", tmp_path))
