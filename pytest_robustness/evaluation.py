@@ -123,7 +123,8 @@ class Robustness(TransferCell, DefendedCell, BaselineCell):
 
     def measure(self, name: str, recipe: str = "", *, max_samples: int | None = None, **params: Any) -> AttackResult:
         """Attack ``name``'s result (shared memo and cache), not logged: to compare another cell's
-        result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s."""
+        result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s. ``max_samples``
+        as for ``attack`` (to compare on the same images)."""
         spec = get_attack(name)
         return self._craft(spec, spec.resolve(params), recipe=recipe, max_samples=max_samples)
 
