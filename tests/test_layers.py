@@ -45,7 +45,7 @@ RANK = {unit: rank for rank, entry in enumerate(LAYERS) for unit in ((entry,) if
 # Imported inside functions: these import TensorFlow or Keras at their top.
 LAZY_OWN_MODULES = {"models.keras_layers", "models.adapter", "attacks.compiled", "attacks.compiled.kernels",
                     "attacks.compiled.fgm", "attacks.compiled.pgd", "attacks.compiled.patch",
-                    "attacks.compiled.deepfool", "defenses.compiled.preprocessors", "defenses.compiled.pgd_training"}
+                    "attacks.compiled.deepfool", "attacks.compiled.apgd", "defenses.compiled.preprocessors", "defenses.compiled.pgd_training"}
 # Third-party libraries too heavy to import before they are needed.
 HEAVY = {"tensorflow", "keras", "art", "mlflow", "sklearn", "PIL", "matplotlib", "scipy", "mlxtend", "alembic", "h5py"}
 

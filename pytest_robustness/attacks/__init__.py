@@ -8,6 +8,8 @@ outside a session it reads the built-ins.
 from __future__ import annotations
 
 from .. import registry_scope
+from .apgd import APGD
+from .autoattack import AUTOATTACK
 from .base import BACKENDS, AttackOutput, AttackSpec, AttackTarget, Deployed, unknown_attack
 from .carlini import CARLINI_L2
 from .deepfool import DEEPFOOL
@@ -18,7 +20,7 @@ from .pgd import PGD
 from .square import SQUARE
 
 # The shipped attacks, in the order the registry lists them.
-ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (FGM, PATCH, PGD, CARLINI_L2, DEEPFOOL, SQUARE)}
+ATTACKS: dict[str, AttackSpec] = {spec.name: spec for spec in (FGM, PATCH, PGD, CARLINI_L2, DEEPFOOL, SQUARE, APGD, AUTOATTACK)}
 
 
 def get_attack(name: str) -> AttackSpec:

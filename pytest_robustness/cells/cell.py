@@ -26,7 +26,7 @@ from ..metrics.names import JUNIT_METRICS
 from ..models.slot import BASELINE
 from ..options.thresholds import Bound, Cell, check_bounds
 from ..params import case_id
-from . import masking
+from . import ensemble, masking
 from .baseline import CORRECTNESS_FILE, Baseline, correctness_npz
 from .cell_run import CellRun
 from .crafting import Crafter
@@ -114,13 +114,18 @@ class Robustness:
         spec = get_attack(name)
         result = self.crafter.craft(spec, spec.resolve(params), self.crafter.slot(recipe), max_samples=max_samples)
         self.log_result(result)
+        if ensemble.is_ensemble(result):  # AutoAttack: which attack broke each image
+            with self.timed("log"):
+                ensemble.log_attribution(self.session.tracker, self.ensure_run(), result,
+                                         class_names=self.dataset.class_names)
         return result
 
-    def measure(self, name: str, recipe: str = "", **params: Any) -> AttackResult:
+    def measure(self, name: str, recipe: str = "", *, max_samples: int | None = None, **params: Any) -> AttackResult:
         """Attack ``name``'s result (shared memo and cache), not logged: to compare another cell's
-        result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s."""
+        result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s.
+        ``max_samples`` as for ``attack`` (to compare on the same images)."""
         spec = get_attack(name)
-        return self.crafter.craft(spec, spec.resolve(params), self.crafter.slot(recipe))
+        return self.crafter.craft(spec, spec.resolve(params), self.crafter.slot(recipe), max_samples=max_samples)
 
     def defend(self, result: AttackResult, defense: str, threat_model: str = "oblivious", **params: Any) -> AttackResult:
         """``result``'s attack under ``defense`` for one threat model, logged beside it (``Defender.defend``)."""
@@ -256,10 +261,11 @@ class Robustness:
         tags = {"robustness.cell_key": self.cell_key(result), "robustness.cell_model": candidate,
                 "robustness.cell_prefix": result.log_prefix, "robustness.correctness": CORRECTNESS_FILE}
         self.session.tracker.log_bytes(self.ensure_run(), CORRECTNESS_FILE, correctness_npz(correctness(result)))
-        value = result.metrics.get("adversarial_accuracy", float("nan"))
+        headline = "robust_accuracy" if "robust_accuracy" in result.metrics else "adversarial_accuracy"
+        value = result.metrics.get(headline, float("nan"))
         for end in ("low", "high"):
-            if f"adversarial_accuracy_ci_{end}" in result.metrics:
-                self.record(f"robustness.value_ci_{end}", round(result.metrics[f"adversarial_accuracy_ci_{end}"], 6))
+            if f"{headline}_ci_{end}" in result.metrics:
+                self.record(f"robustness.value_ci_{end}", round(result.metrics[f"{headline}_ci_{end}"], 6))
         if notes:
             self.record("robustness.resolution", "; ".join(notes))
         self.record("robustness.architecture", self.architecture)
@@ -269,8 +275,8 @@ class Robustness:
         self.record("robustness.value", round(float(value), 6))
         self.record("robustness.candidate", candidate)
         metrics = {}
-        if baseline is not None and "adversarial_accuracy" in baseline:
-            self.record("robustness.baseline_value", round(float(baseline["adversarial_accuracy"]), 6))
+        if baseline is not None and headline in baseline:
+            self.record("robustness.baseline_value", round(float(baseline[headline]), 6))
             metrics = {f"baseline_{k}": v for k, v in baseline.items() if k in JUNIT_METRICS}
             tags["robustness.baseline_uri"] = self.registered_model(BASELINE).uri
         self.session.tracker.log_batch(self.ensure_run(), metrics=metrics, tags=tags)

@@ -10,7 +10,7 @@ from typing import Any
 from ..attacks.base import seed_everything
 from ..metrics import statistics
 from ..models.slot import ModelSlot
-from . import patch_control
+from . import ensemble, patch_control, per_class, targets
 from .phases import PhaseTimer
 from .result import AttackResult, Examples
 from .scoring import Scorer, score
@@ -57,6 +57,13 @@ class Crafter:
             result = score(examples, scorer)
         result.architecture = self.architecture
         result.crafted_on = slot
+        robust = None
+        if ensemble.is_ensemble(result):  # AutoAttack: the per-image worst case over its attacks
+            ensemble.add_metrics(result)
+            robust = ensemble.robust_images(result)
+        per_class.add_metrics(result, self.session.dataset.class_names, robust)
+        if targets.has_targets(result):  # per-image targets (APGD-T): the attacker's view beside the defender's
+            targets.add_metrics(result)
         if deployed is not None:
             with self.timer.timed("score"):
                 self.add_control(result, spec, scorer)

@@ -141,6 +141,8 @@ def correctness(result: AttackResult) -> dict[str, np.ndarray]:
                "adversarial_accuracy": result.adversarial_predictions == result.y_adversarial}
     if result.defense != "none":
         correct["defended_accuracy"] = correct["adversarial_accuracy"]
+    if "robust_accuracy" in result.metrics:  # an ensemble's per-image worst case: right clean and attacked
+        correct["robust_accuracy"] = correct["clean_accuracy"] & correct["adversarial_accuracy"]
     return correct
 
 

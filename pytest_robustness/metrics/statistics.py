@@ -27,7 +27,9 @@ CONFIDENCE = 0.95
 POWER = 0.8
 # Metrics that are a proportion of images, with how their denominator is named in ``sample_sizes``.
 PROPORTIONS = ("clean_accuracy", "adversarial_accuracy", "attack_success_rate", "targeted_success_rate",
-               "patched_accuracy", "defended_accuracy", "control_accuracy", "control_targeted_success_rate")
+               "patched_accuracy", "defended_accuracy", "control_accuracy", "control_targeted_success_rate",
+               "robust_accuracy", "worst_class_clean_accuracy", "worst_class_adversarial_accuracy",
+               "worst_class_robust_accuracy")
 
 
 def _z(confidence: float) -> float:

@@ -30,6 +30,7 @@ MARKERS = {
     "fgm": "Fast Gradient Method evasion attack cells",
     "patch": "adversarial patch attack cells",
     "evasion": "iterative, optimisation and black-box evasion attack cells (PGD, CW-L2, DeepFool, Square)",
+    "autoattack": "AutoAttack ensemble cells (APGD-CE, APGD-T, DeepFool for FAB-T, Square): the per-image worst case",
     "defense": "cells that evaluate a defense",
     "transfer": "examples crafted on one model, judged on another (source-to-target pairs)",
     "spatial": "rotations and translations: ART's spatial grid (universal, per-image) and searched properties",

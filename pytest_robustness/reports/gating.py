@@ -138,7 +138,9 @@ def summary_lines(cells: list[CellOutcome]) -> list[str]:
         header = ["attack", *columns]
         body = [[row, *(cell_text(grid.get((row, col))) for col in columns)] for row in rows]
         widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-        lines.append(f"{architecture}: adversarial accuracy [95% interval] (delta vs baseline); FAIL marks failing cells")
+        value = ("adversarial accuracy (autoattack: robust accuracy)" if any(r.startswith("autoattack") for r in rows)
+                 else "adversarial accuracy")
+        lines.append(f"{architecture}: {value} [95% interval] (delta vs baseline); FAIL marks failing cells")
         for r in [header, *body]:
             lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths)))
     lines += [f"too few images: {c.nodeid}: {c.note}" for c in cells if c.note]
