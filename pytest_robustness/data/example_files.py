@@ -69,10 +69,7 @@ def encode(x_clean: np.ndarray, x_adv: np.ndarray, y_true: np.ndarray, source_in
     out: dict[str, np.ndarray] = {"format_version": np.array(FORMAT_VERSION)}
     out.update({"x_clean_uint8": pixels} if pixels is not None else {"x_clean": x_clean})
     base = x_clean if source_index is None else x_clean[np.asarray(source_index)]
-    delta = x_adv - base
-    wrong = np.flatnonzero((base + delta).view(np.uint32) != x_adv.view(np.uint32))
-    out.update(x_adv_delta=delta, x_adv_fix_index=wrong.astype(np.int64), x_adv_fix_value=x_adv.reshape(-1)[wrong],
-               y_true=np.asarray(y_true))
+    out.update(perturbation(base, x_adv), y_true=np.asarray(y_true))
     if source_index is not None:
         out["source_index"] = np.asarray(source_index)
     if modified is not None:
@@ -80,6 +77,21 @@ def encode(x_clean: np.ndarray, x_adv: np.ndarray, y_true: np.ndarray, source_in
     if kept_index is not None:
         out["kept_index"] = np.asarray(kept_index, dtype=np.int64)
     return out
+
+
+def perturbation(x: np.ndarray, x_adv: np.ndarray) -> dict[str, np.ndarray]:
+    """``x_adv`` as its difference from ``x`` with the exact fix-ups (the cache keeps attack runs this way)."""
+    x, x_adv = np.asarray(x, dtype=np.float32), np.asarray(x_adv, dtype=np.float32)
+    delta = x_adv - x
+    wrong = np.flatnonzero((x + delta).view(np.uint32) != x_adv.view(np.uint32))
+    return {"x_adv_delta": delta, "x_adv_fix_index": wrong.astype(np.int64), "x_adv_fix_value": x_adv.reshape(-1)[wrong]}
+
+
+def apply_perturbation(x: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The adversarial images :func:`perturbation` stored, bit for bit."""
+    x_adv = np.asarray(x, dtype=np.float32) + arrays["x_adv_delta"]
+    x_adv.reshape(-1)[arrays["x_adv_fix_index"]] = arrays["x_adv_fix_value"]
+    return x_adv
 
 
 def write_examples(path, x_clean, x_adv, y_true, **extra) -> None:
@@ -96,10 +108,7 @@ def decode(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out["x_clean"] = np.asarray(arrays["x_clean"], dtype=np.float32)
     if "x_adv_delta" in arrays and "x_clean" in out:
         source = out.get("source_index")
-        base = out["x_clean"] if source is None else out["x_clean"][source]
-        x_adv = base + arrays["x_adv_delta"]
-        x_adv.reshape(-1)[arrays["x_adv_fix_index"]] = arrays["x_adv_fix_value"]
-        out["x_adv"] = x_adv
+        out["x_adv"] = apply_perturbation(out["x_clean"] if source is None else out["x_clean"][source], arrays)
     elif "x_adv" in arrays:
         out["x_adv"] = np.asarray(arrays["x_adv"], dtype=np.float32)
     return out
@@ -144,4 +153,4 @@ def subset(kept: np.ndarray, x_clean, x_adv, y_true, source_index=None, modified
     return out
 
 
-__all__ = ["AUTO_KEEP_BYTES", "FORMAT_VERSION", "decode", "encode", "examples_to_keep", "keep_sample", "read_examples", "subset", "write_examples", "write_npz"]
+__all__ = ["apply_perturbation", "perturbation", "AUTO_KEEP_BYTES", "FORMAT_VERSION", "decode", "encode", "examples_to_keep", "keep_sample", "read_examples", "subset", "write_examples", "write_npz"]
