@@ -56,7 +56,8 @@ def two_classes(tmp_path_factory):
     store = Store(root / "mlflow" / "mlflow.db")
     mlflow.set_tracking_uri(store.uri)
     try:
-        with mlflow.start_run():
+        experiment = mlflow.create_experiment("user_training", artifact_location=(root / "artifacts").as_uri())
+        with mlflow.start_run(experiment_id=experiment):  # the model's files under tmp, not the working directory
             mlflow.keras.log_model(model, name="model", registered_model_name="two_digits", pip_requirements=PIP)
     finally:
         mlflow.set_tracking_uri(None)
