@@ -37,12 +37,12 @@ def test_uint8_sources_are_stored_as_uint8_and_fgm_examples_read_back_bit_for_bi
 
 def test_float_sources_stay_float32_and_inexact_deltas_are_fixed_up(tmp_path):
     rng = np.random.default_rng(2)
-    x = rng.random((5, 8, 8, 1), dtype=np.float32)
-    x_adv = rng.random((5, 8, 8, 1), dtype=np.float32) * np.float32(1e-3)  # x + (x_adv - x) rounds off x_adv
+    x = rng.random((70, 4, 4, 1), dtype=np.float32)  # two blocks of BLOCK_IMAGES
+    x_adv = rng.random((70, 4, 4, 1), dtype=np.float32) * np.float32(1e-3)  # x + (x_adv - x) rounds off x_adv
     assert ef.as_uint8(x) is None
-    arrays = ef.encode(x, x_adv, np.zeros(5, int))
-    assert "x_clean" in arrays and len(arrays["x_adv_fix_index"]) > 0
-    ef.write_examples(tmp_path / "f.npz", x, x_adv, np.zeros(5, int))
+    ef.write_examples(tmp_path / "f.npz", x, x_adv, np.zeros(70, int))
+    with np.load(tmp_path / "f.npz") as raw:
+        assert raw["x_clean"].dtype == np.float32 and raw["x_adv_fix_index"].max() >= ef.BLOCK_IMAGES * 16
     back = read_examples(tmp_path / "f.npz")
     assert np.array_equal(_bits(back["x_clean"]), _bits(x)) and np.array_equal(_bits(back["x_adv"]), _bits(x_adv))
 
@@ -54,8 +54,10 @@ def test_a_deployed_patch_keeps_its_pairing_and_a_sample_keeps_whole_pairs(tmp_p
     x_adv = x[source].copy()
     x_adv[10:, :8, :8] = 0.5
     y = np.arange(10) % 3
-    full = ef.encode(x, x_adv, y, source_index=source, modified=modified)
-    assert np.count_nonzero(full["x_adv_delta"]) <= 2 * 8 * 8 * 3  # only the patch differs from its source
+    ef.write_examples(tmp_path / "full.npz", x, x_adv, y, source_index=source, modified=modified)
+    with np.load(tmp_path / "full.npz") as raw:  # only the patch differs from its source
+        assert 0 < np.count_nonzero(raw["x_adv_delta"]) <= 2 * 8 * 8 * 3
+    assert np.array_equal(read_examples(tmp_path / "full.npz")["x_adv"], x_adv)
     kept = np.array([1, 3, 8])
     part = ef.subset(kept, x, x_adv, y, source, modified)
     ef.write_examples(tmp_path / "p.npz", **part)

@@ -23,7 +23,10 @@ Files written before (``x_clean`` and ``x_adv`` in float32) read the same way.
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,27 +36,61 @@ COMPRESS_LEVEL = 1  # deflate level: zlib's default (6) took 4x longer (5.4 s vs
 UINT8_SCALE = np.float32(255.0)
 
 
-def write_npz(path, **arrays: np.ndarray) -> None:
-    """``np.savez_compressed``, streaming each array's bytes in blocks (numpy's writer copies each
-    array whole, ``tobytes``, before compressing it)."""
+BLOCK_IMAGES = 64  # images converted at a time: no full-size temporary besides what the file holds
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """An array written block by block (``blocks()`` yields it along its first axis), never whole in memory."""
+
+    dtype: Any
+    shape: tuple
+    blocks: Callable[[], Iterator[np.ndarray]]
+
+
+def write_npz(path, **arrays) -> None:
+    """``np.savez_compressed`` (deflate level ``COMPRESS_LEVEL``), streaming each array's bytes in blocks
+    (numpy's writer copies each array whole, ``tobytes``, before compressing it). A value may be a
+    :class:`Streamed` array, or a function returning an array, called when its turn comes (after the
+    arrays before it are written: fix-ups a streamed array collects)."""
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL,
                          allowZip64=True) as archive:
         for name, array in arrays.items():
-            array = np.ascontiguousarray(array)
+            array = array() if callable(array) else array
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
+                if isinstance(array, Streamed):
+                    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(array.dtype)), "fortran_order": False,
+                              "shape": tuple(array.shape)}
+                    np.lib.format.write_array_header_1_0(member, header)
+                    for block in array.blocks():
+                        _write_bytes(member, np.ascontiguousarray(block, dtype=array.dtype))
+                    continue
+                array = np.ascontiguousarray(array)
                 np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(array))
-                data = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
-                for start in range(0, len(data), NPZ_BLOCK):
-                    member.write(data[start:start + NPZ_BLOCK])
+                _write_bytes(member, array)
+
+
+def _write_bytes(member, array: np.ndarray) -> None:
+    data = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
+    for start in range(0, len(data), NPZ_BLOCK):
+        member.write(data[start:start + NPZ_BLOCK])
 
 
 def as_uint8(x: np.ndarray) -> np.ndarray | None:
-    """``x``'s 8-bit pixels when ``x`` is exactly ``pixels / 255`` in float32, else None."""
+    """``x``'s 8-bit pixels when ``x`` is exactly ``pixels / 255`` in float32, else None (checked block by block)."""
     x = np.asarray(x)
-    if x.dtype != np.float32 or (x.size and (x.min() < 0 or x.max() > 1)):
+    if x.dtype != np.float32:
         return None
-    pixels = np.rint(x * UINT8_SCALE).astype(np.uint8)
-    return pixels if np.array_equal(from_uint8(pixels).view(np.uint32), x.view(np.uint32)) else None
+    pixels = np.empty(x.shape, dtype=np.uint8)
+    for start in range(0, len(x), BLOCK_IMAGES):
+        block = np.ascontiguousarray(x[start:start + BLOCK_IMAGES])
+        if block.size and (block.min() < 0 or block.max() > 1):
+            return None
+        converted = np.rint(block * UINT8_SCALE).astype(np.uint8)
+        if not np.array_equal(from_uint8(converted).view(np.uint32), block.view(np.uint32)):
+            return None
+        pixels[start:start + BLOCK_IMAGES] = converted
+    return pixels
 
 
 def from_uint8(pixels: np.ndarray) -> np.ndarray:
@@ -61,15 +98,14 @@ def from_uint8(pixels: np.ndarray) -> np.ndarray:
 
 
 def encode(x_clean: np.ndarray, x_adv: np.ndarray, y_true: np.ndarray, source_index: np.ndarray | None = None,
-           modified: np.ndarray | None = None, kept_index: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """The arrays of the file for these examples (see the module's docstring)."""
+           modified: np.ndarray | None = None, kept_index: np.ndarray | None = None) -> dict[str, Any]:
+    """The members of the file for these examples (see the module's docstring), for :func:`write_npz`."""
     x_clean = np.asarray(x_clean, dtype=np.float32)
-    x_adv = np.asarray(x_adv, dtype=np.float32)
     pixels = as_uint8(x_clean)
-    out: dict[str, np.ndarray] = {"format_version": np.array(FORMAT_VERSION)}
+    out: dict[str, Any] = {"format_version": np.array(FORMAT_VERSION)}
     out.update({"x_clean_uint8": pixels} if pixels is not None else {"x_clean": x_clean})
-    base = x_clean if source_index is None else x_clean[np.asarray(source_index)]
-    out.update(perturbation(base, x_adv), y_true=np.asarray(y_true))
+    out.update(perturbation(x_clean, x_adv, None if source_index is None else np.asarray(source_index)),
+               y_true=np.asarray(y_true))
     if source_index is not None:
         out["source_index"] = np.asarray(source_index)
     if modified is not None:
@@ -79,12 +115,31 @@ def encode(x_clean: np.ndarray, x_adv: np.ndarray, y_true: np.ndarray, source_in
     return out
 
 
-def perturbation(x: np.ndarray, x_adv: np.ndarray) -> dict[str, np.ndarray]:
-    """``x_adv`` as its difference from ``x`` with the exact fix-ups (the cache keeps attack runs this way)."""
-    x, x_adv = np.asarray(x, dtype=np.float32), np.asarray(x_adv, dtype=np.float32)
-    delta = x_adv - x
-    wrong = np.flatnonzero((x + delta).view(np.uint32) != x_adv.view(np.uint32))
-    return {"x_adv_delta": delta, "x_adv_fix_index": wrong.astype(np.int64), "x_adv_fix_value": x_adv.reshape(-1)[wrong]}
+def perturbation(x: np.ndarray, x_adv: np.ndarray, source_index: np.ndarray | None = None) -> dict[str, Any]:
+    """``x_adv`` as its difference from ``x`` (``x[source_index]``) with the exact fix-ups, for
+    :func:`write_npz`: the difference streamed block by block, the fix-ups it collects written after it.
+    The file and the cache keep adversarial images this way."""
+    x_adv = np.asarray(x_adv)
+    per_image = int(np.prod(x_adv.shape[1:], dtype=np.int64))
+    fix_index: list[np.ndarray] = []
+    fix_value: list[np.ndarray] = []
+
+    def blocks() -> Iterator[np.ndarray]:
+        for start in range(0, len(x_adv), BLOCK_IMAGES):
+            stop = min(start + BLOCK_IMAGES, len(x_adv))
+            base = np.asarray(x[start:stop] if source_index is None else x[source_index[start:stop]], dtype=np.float32)
+            adv = np.ascontiguousarray(x_adv[start:stop], dtype=np.float32)
+            delta = adv - base
+            wrong = np.flatnonzero((base + delta).view(np.uint32) != adv.view(np.uint32))
+            fix_index.append(wrong.astype(np.int64) + start * per_image)
+            fix_value.append(adv.reshape(-1)[wrong])
+            yield delta
+
+    def joined(parts: list[np.ndarray], dtype) -> Callable[[], np.ndarray]:
+        return lambda: np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+    return {"x_adv_delta": Streamed(np.float32, tuple(x_adv.shape), blocks),
+            "x_adv_fix_index": joined(fix_index, np.int64), "x_adv_fix_value": joined(fix_value, np.float32)}
 
 
 def apply_perturbation(x: np.ndarray, arrays: dict[str, np.ndarray]) -> np.ndarray:
@@ -153,4 +208,4 @@ def subset(kept: np.ndarray, x_clean, x_adv, y_true, source_index=None, modified
     return out
 
 
-__all__ = ["apply_perturbation", "perturbation", "AUTO_KEEP_BYTES", "FORMAT_VERSION", "decode", "encode", "examples_to_keep", "keep_sample", "read_examples", "subset", "write_examples", "write_npz"]
+__all__ = ["Streamed", "apply_perturbation", "perturbation", "AUTO_KEEP_BYTES", "FORMAT_VERSION", "decode", "encode", "examples_to_keep", "keep_sample", "read_examples", "subset", "write_examples", "write_npz"]
