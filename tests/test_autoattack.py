@@ -28,6 +28,7 @@ AA_ATTACKS = "apgd-ce,apgd-t,deepfool,square"
 AA = dict(norm="inf", eps=0.15, max_iter=10, n_target_classes=3, square_queries=30)
 SUITE = f'''
 from pytest_robustness import attack_cases
+from pytest_robustness.data.example_files import read_examples
 
 AA = {AA!r}
 
@@ -64,7 +65,7 @@ def art_autoattack(store, run, tmp_path):
     sys.modules.setdefault("multiprocess", types.ModuleType("multiprocess"))  # imported for ART's parallel mode only
     mlflow.set_tracking_uri(store.uri)
     model = mlflow.keras.load_model(run.data.params["model_uri"])
-    examples = np.load(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path / run.info.run_id))
+    examples = read_examples(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path / run.info.run_id))
     classifier = make_classifier(model, 10, (8, 8, 1))
     params = AUTOATTACK.resolve(AA)
     table = art_stages(classifier, classifier.model, params)

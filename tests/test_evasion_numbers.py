@@ -12,6 +12,7 @@ from art.estimators.classification import TensorFlowV2Classifier
 from helpers import run_robustness, session_run_id
 from pytest_robustness.attacks import get_attack
 from pytest_robustness.attacks.base import norm_value
+from pytest_robustness.data.adversarial_sets import read_examples
 from pytest_robustness.models.classifiers import make_classifier
 
 SUITE = '''
@@ -53,7 +54,7 @@ def art_reference(store, run, tmp_path):
         kwargs["norm"] = norm_value(kwargs["norm"])
     mlflow.set_tracking_uri(store.uri)
     model = mlflow.tensorflow.load_model(params["model_uri"])
-    examples = np.load(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path / run.info.run_id))
+    examples = read_examples(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path / run.info.run_id))
     # ART's own classifier class on the harness's logits wrapper (the harness's subclass computes CW's class
     # gradients in one pass: the reference must not share that code)
     classifier = TensorFlowV2Classifier(model=make_classifier(model, 10, (28, 28, 1)).model, nb_classes=10,

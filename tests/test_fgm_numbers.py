@@ -13,6 +13,7 @@ from art.attacks.evasion import FastGradientMethod
 from art.estimators.classification import TensorFlowV2Classifier
 
 from helpers import FAILING_SUITE, FGM_SUITE, MODEL_NAME, run_robustness, session_run_id
+from pytest_robustness.data.adversarial_sets import read_examples
 
 HAS_COMPILED = importlib.util.find_spec("pytest_robustness.attacks.compiled") is not None
 BACKENDS = [
@@ -37,7 +38,7 @@ def art_reference(store, run, tmp_path):
     params = run.data.params
     mlflow.set_tracking_uri(store.uri)
     model = mlflow.tensorflow.load_model(params["model_uri"])
-    examples = np.load(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path / run.info.run_id))
+    examples = read_examples(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path / run.info.run_id))
     x_clean, x_adv_logged, y_true = examples["x_clean"], examples["x_adv"], examples["y_true"]
     classifier = TensorFlowV2Classifier(logits_of(model), nb_classes=10, input_shape=(28, 28, 1),
                                         loss_object=keras.losses.CategoricalCrossentropy(from_logits=True),
@@ -93,8 +94,8 @@ def test_same_seed_same_numbers(pytester, trained_store, tmp_path):
     for norm in ("inf", "2"):
         first, second = runs[0][norm], runs[1][norm]
         assert first.data.metrics == second.data.metrics
-        a = np.load(trained_store.download(first.info.run_id, "adversarial_examples.npz", tmp_path / "a"))
-        b = np.load(trained_store.download(second.info.run_id, "adversarial_examples.npz", tmp_path / "b"))
+        a = read_examples(trained_store.download(first.info.run_id, "adversarial_examples.npz", tmp_path / "a"))
+        b = read_examples(trained_store.download(second.info.run_id, "adversarial_examples.npz", tmp_path / "b"))
         np.testing.assert_array_equal(a["x_adv"], b["x_adv"])
 
 

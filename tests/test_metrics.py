@@ -79,3 +79,15 @@ def test_attack_success_rate_counts_only_correctly_classified():
     adv = np.array([0, 2, 2, 3])  # one of three correct ones flipped
     assert m.attack_success_rate(y, clean, adv) == pytest.approx(1 / 3)
     assert m.accuracy(y, adv) == 0.75
+
+
+def test_the_blocked_distance_table_equals_each_metric_computed_on_its_own():
+    from pytest_robustness.metrics import formulas
+
+    rng = np.random.default_rng(3)
+    clean = rng.random((70, 12, 12, 3), dtype=np.float32)  # more than one block of DISTANCE_CHUNK images
+    adv = np.clip(clean + np.float32(0.05) * np.sign(rng.normal(size=clean.shape)).astype(np.float32), 0, 1)
+    source = rng.permutation(70)
+    table = formulas.distance_table(clean, adv, source)
+    for name, fn in formulas.DISTANCE_METRICS.items():
+        assert np.array_equal(table[name], fn(clean[source], adv)), name  # the same values, bit for bit

@@ -14,6 +14,7 @@ from pytest_robustness.models.classifiers import make_classifier
 
 SUITE = '''
 from pytest_robustness import attack_cases
+from pytest_robustness.data.example_files import read_examples
 
 
 @attack_cases("fgm", [dict(norm="inf", eps=0.05)])
@@ -94,7 +95,7 @@ def check_targeted_cell(store, cells, tmp_path):
     """A targeted cell reports the defender's view and the attacker's, each as ART's numbers recomputed."""
     cell = cells["test_apgd_targeted[cnn-linf-eps0.15-iter5-restarts1-targeted]"]
     metrics = cell.data.metrics
-    examples = np.load(store.download(cell.info.run_id, "adversarial_examples.npz", tmp_path))
+    examples = read_examples(store.download(cell.info.run_id, "adversarial_examples.npz", tmp_path))
     mlflow.set_tracking_uri(store.uri)
     classifier = make_classifier(mlflow.keras.load_model("models:/healthy/1"), 10, (8, 8, 1))
     targets = np.argsort(classifier.predict(examples["x_clean"]), axis=1, kind="stable")[:, -2]  # 2nd likeliest

@@ -199,11 +199,11 @@ def test_transfer_demo(project, shell):
 
 def dioptra_run(project: Project, tmp_path: Path) -> str:
     """A Dioptra fgm run: its tarball of the main job's eps 0.1 examples, and the model it names."""
-    from pytest_robustness.data.adversarial_sets import write_dioptra_tarball
+    from pytest_robustness.data.adversarial_sets import read_examples, write_dioptra_tarball
 
     source = project.cell("test_fgm[le_net-linf-eps0.1]")
-    examples = np.load(mlflow.artifacts.download_artifacts(run_id=source.info.run_id, dst_path=str(tmp_path),
-                                                           artifact_path="adversarial_examples.npz"))
+    examples = read_examples(mlflow.artifacts.download_artifacts(run_id=source.info.run_id, dst_path=str(tmp_path),
+                                                                 artifact_path="adversarial_examples.npz"))
     tarball = write_dioptra_tarball(tmp_path / "dioptra", tmp_path / "testing_adversarial_fgm.tar.gz",
                                     examples["x_adv"], examples["y_true"], [str(i) for i in range(10)])
     client = project.client

@@ -5,10 +5,10 @@ from __future__ import annotations
 import signal
 import xml.etree.ElementTree as ET
 
-import numpy as np
 import pytest
 
 from helpers import FAILING_SUITE, FGM_SUITE, MODEL_NAME, TINY, run_robustness, session_run_id
+from pytest_robustness.data.adversarial_sets import read_examples
 from pytest_robustness.tracking.orphans import CLOSED_TAG, OWNER_TAG, owner_tag
 
 TERMINAL = {"FINISHED", "FAILED", "KILLED"}
@@ -109,7 +109,7 @@ def test_mlflow_session_run_with_one_nested_run_per_test(reported, tmp_path):
     assert (params["fgm.norm"], params["fgm.eps"], params["fgm.eps_step"], params["fgm.minimal"],
             params["fgm.batch_size"]) == ("2", "1.5", "0.5", "true", "32")
     run = tests["test_suite.py::test_fgm[shallow_net-linf-eps0.1]"]
-    examples = np.load(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path))
+    examples = read_examples(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path))
     assert examples["x_clean"].shape == examples["x_adv"].shape == (100, 28, 28, 1)
     assert examples["y_true"].shape == (100,)
     assert all(r.info.status in TERMINAL for r in store.runs())

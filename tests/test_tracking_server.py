@@ -23,6 +23,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from mlflow_server import MlflowServer, mlflow_executable
 
+from pytest_robustness.data.adversarial_sets import read_examples
 from pytest_robustness.tracking.runs import Tracker
 
 SUITE = """
@@ -125,10 +126,10 @@ def test_xdist_suite_logs_everything_to_the_server(pytester, tracking_server, se
     stored = {p.parent.parent.name for p in (server_root / "artifacts").rglob("adversarial_examples.npz")}
     assert {r.info.run_id for r in tests} <= stored
     npz = client.download_artifacts(tests[0].info.run_id, "adversarial_examples.npz", str(pytester.path))
-    with np.load(npz) as arrays:
-        assert {"x_clean", "x_adv", "y_true"} <= set(arrays.files)
-        assert arrays["x_adv"].shape == arrays["x_clean"].shape == (100, 28, 28, 1) and arrays["y_true"].shape == (100,)
-        assert np.abs(arrays["x_adv"] - arrays["x_clean"]).max() > 0
+    arrays = read_examples(npz)
+    assert {"x_clean", "x_adv", "y_true"} <= set(arrays)
+    assert arrays["x_adv"].shape == arrays["x_clean"].shape == (100, 28, 28, 1) and arrays["y_true"].shape == (100,)
+    assert np.abs(arrays["x_adv"] - arrays["x_clean"]).max() > 0
     # So did the registered model (a worker that did not train it loaded it from there).
     model_dir = mlflow.artifacts.download_artifacts(client.get_model_version_download_uri(MODEL_NAME, "1"),
                                                     dst_path=str(pytester.path / "model"), tracking_uri=tracking_server)

@@ -21,6 +21,7 @@ from pytest_robustness.cells.transfer import SETTING_TAG, transfer_rate
 from pytest_robustness.data.adversarial_sets import (
     extract_tarball,
     read_dioptra_tarball,
+    read_examples,
     read_run_examples,
     write_dioptra_tarball,
 )
@@ -73,14 +74,14 @@ def test_matrix_recomputes_from_each_run_and_a_second_run_crafts_nothing(pyteste
         assert URI.match(params["model_uri"]) and URI.match(params["source_model_uri"]), params
         assert params["model_uri"].endswith(f"_{params['architecture']}/1")
         assert params["source_model_uri"].endswith(f"_{params['source_architecture']}/1")
-        data = np.load(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path / run.info.run_id))
-        index = data["source_index"] if "source_index" in data.files else np.arange(len(data["x_adv"]))
+        data = read_examples(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path / run.info.run_id))
+        index = data["source_index"] if "source_index" in data else np.arange(len(data["x_adv"]))
         y_adv = data["y_true"][index]
         target = _predict(params["model_uri"], data["x_adv"])
         source = _predict(params["source_model_uri"], data["x_adv"])
         assert metrics["adversarial_accuracy"] == np.mean(target == y_adv), run.info.run_name
         assert metrics["clean_accuracy"] == np.mean(_predict(params["model_uri"], data["x_clean"]) == data["y_true"])
-        carries = data["modified"] if "modified" in data.files else np.ones(len(y_adv), dtype=bool)
+        carries = data["modified"] if "modified" in data else np.ones(len(y_adv), dtype=bool)
         fools_source = (source != y_adv) & carries
         assert metrics["transfer_rate"] == np.mean(target[fools_source] != y_adv[fools_source]), run.info.run_name
     # Self-transfer is the white-box cell: every example that fools the source fools the target.
@@ -146,7 +147,7 @@ def test_infer_judges_another_runs_examples_and_a_dioptra_tarball(pytester, trai
         read_run_examples(trained_store.client, source.info.run_id, "adversarial_examples.npz", digits, (32, 32, 3))
 
     # Dioptra's fgm output: adv_testing/<label>/adv_*.png in testing_adversarial_fgm.tar.gz.
-    data = np.load(trained_store.download(source.info.run_id, "adversarial_examples.npz", tmp_path / "npz"))
+    data = read_examples(trained_store.download(source.info.run_id, "adversarial_examples.npz", tmp_path / "npz"))
     tarball = write_dioptra_tarball(tmp_path / "dioptra", tmp_path / "testing_adversarial_fgm.tar.gz",
                                     data["x_adv"], data["y_true"], digits)
     client = trained_store.client
@@ -202,8 +203,8 @@ def test_transfer_from_the_baseline_reads_its_gated_runs_examples(pytester, stor
         "baseline", f"models:/{MODEL_NAME}/1", f"models:/{MODEL_NAME}/2")
     assert cell.data.tags["robustness.examples"] == "mlflow"
     assert "fgm on" not in second.stdout.str()  # no attack ran
-    before = np.load(store.download(gated.info.run_id, "adversarial_examples.npz", tmp_path / "before"))
-    after = np.load(store.download(cell.info.run_id, "adversarial_examples.npz", tmp_path / "after"))
+    before = read_examples(store.download(gated.info.run_id, "adversarial_examples.npz", tmp_path / "before"))
+    after = read_examples(store.download(cell.info.run_id, "adversarial_examples.npz", tmp_path / "after"))
     assert np.array_equal(before["x_adv"], after["x_adv"]) and np.array_equal(before["y_true"], after["y_true"])
     mlflow.set_tracking_uri(store.uri)
     assert cell.data.metrics["adversarial_accuracy"] == np.mean(

@@ -38,6 +38,8 @@ TRAIN_KEYS = "epochs, batch_size, learning_rate, optimizer, validation_split, sa
     (["--samples", "-3"], "--samples -3: expected 0 (all) or a positive count"),
     (["--samples", "many"], "--samples 'many': expected an integer"),
     (["--robustness-seed", "x"], "--robustness-seed 'x': expected an integer"),
+    (["--keep-examples", "0"], "--keep-examples '0': expected a positive count of examples, 'all' or 'auto'"),
+    (["--keep-examples", "some"], "--keep-examples 'some': expected a positive count of examples, 'all' or 'auto'"),
     (["--model-uri", "models:/onlyname"],
      "--model-uri models:/onlyname: expected models:/NAME/VERSION, models:/NAME/latest or models:/NAME@ALIAS"),
     (["--model-uri", "runs:/abc/model"],

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
-import zipfile
 from typing import Mapping
 
 import numpy as np
 
+from ..data import example_files
 from ..data.datasets import content_digest
 from . import pictures
 from .result import AttackResult, Deferred, grid_rows
@@ -18,17 +18,29 @@ EVIDENCE_VERSION = 1  # bump when the evidence pictures change: it keys the cach
 
 
 def log_examples(tracker, run_id: str, cache, result: AttackResult, prefix: str = "",
-                 undefended: AttackResult | None = None, class_names=()) -> None:
-    """Examples, per-image distances and evidence PNGs into run ``run_id``. The examples file is
-    content-addressed in the cache, so a re-run copies it instead of compressing megabytes again."""
+                 undefended: AttackResult | None = None, class_names=(), keep: int | None = None,
+                 seed: int = 0) -> int | None:
+    """Examples, per-image distances and evidence PNGs into run ``run_id``. The examples file
+    (``data.example_files``: compact, exact) is content-addressed in the cache, so a re-run copies it
+    instead of compressing megabytes again. ``keep`` examples at most (0: all; None: the default size
+    bound), a sample drawn from ``seed``; returns how many clean images the file keeps (None: not logged)."""
+    kept_count = None
     if undefended is None or result.x_adv is not undefended.x_adv:  # oblivious: the same examples, logged once
         # A deployed attack's rows also say which clean image each derives from and whether it carries
         # the attack, so the file alone gives every adversarial image its label.
         pairing = {"source_index": result.source_index, "modified": result.modified} if result.deployed else {}
-        key = cache.key("examples", 2, *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true,
-                                                                       *pairing.values())))
-        with cache.file(key, f"{prefix}adversarial_examples.npz", lambda path: write_npz(
-                path, x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true, **pairing)) as npz:
+        n = len(result.x_clean)
+        kept_count = example_files.examples_to_keep(n, int(result.x_clean[0].size) * 4 if n else 0, keep)
+        kept = example_files.keep_sample(n, kept_count, seed)
+        key = cache.key("examples", example_files.FORMAT_VERSION,
+                        *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true, *pairing.values())),
+                        None if kept is None else content_digest(kept))
+
+        def write(path):
+            arrays = dict(x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true, **pairing)
+            example_files.write_examples(path, **(arrays if kept is None else example_files.subset(kept, **arrays)))
+
+        with cache.file(key, f"{prefix}adversarial_examples.npz", write) as npz:
             tracker.log_artifact(run_id, npz)
         if result.distances:
             with cache.file(key, f"{prefix}distance_metrics.csv",
@@ -48,6 +60,7 @@ def log_examples(tracker, run_id: str, cache, result: AttackResult, prefix: str 
     with cache.file(key, f"{prefix}samples.png", lambda path: path.write_bytes(pictures.sample_grid_png(
             [(title, np.asarray(images), captions) for title, images, captions in columns]))) as png:
         tracker.log_artifact(run_id, png)
+    return kept_count
 
 
 def sample_columns(result: AttackResult, undefended: AttackResult | None = None, class_names=()) -> list:
@@ -76,20 +89,7 @@ def sample_columns(result: AttackResult, undefended: AttackResult | None = None,
     return columns
 
 
-NPZ_BLOCK = 1 << 20
-
-
-def write_npz(path, **arrays: np.ndarray) -> None:
-    """``np.savez_compressed``, streaming each array's bytes in blocks (numpy's writer copies each
-    array whole, ``tobytes``, before compressing it)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-        for name, array in arrays.items():
-            array = np.ascontiguousarray(array)
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
-                np.lib.format.write_array_header_1_0(member, np.lib.format.header_data_from_array_1_0(array))
-                data = memoryview(array.reshape(-1).view(np.uint8)) if array.size else memoryview(b"")
-                for start in range(0, len(data), NPZ_BLOCK):
-                    member.write(data[start:start + NPZ_BLOCK])
+write_npz = example_files.write_npz  # moved to the data layer with the examples file
 
 
 def distance_csv(table: Mapping[str, np.ndarray]) -> bytes:

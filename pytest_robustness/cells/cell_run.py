@@ -83,5 +83,9 @@ class CellRun:
 
     def log_examples(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
         """Examples, per-image distances and evidence PNGs (``artifacts``) into this test's run."""
-        artifacts.log_examples(self.session.tracker, self.ensure_run(), self.session.cache, result, prefix,
-                               undefended, self.session.dataset.class_names)
+        settings = self.session.settings
+        kept = artifacts.log_examples(self.session.tracker, self.ensure_run(), self.session.cache, result, prefix,
+                                      undefended, self.session.dataset.class_names, settings.keep_examples,
+                                      settings.seed)
+        if kept is not None:  # how many clean images (of the param samples) the examples file keeps
+            self.session.tracker.log_params(self.ensure_run(), {f"{prefix}kept_examples": kept})

@@ -4,7 +4,8 @@ Two layouts are accepted:
 
 - ours, ``adversarial_examples.npz`` (``x_clean``, ``x_adv``, ``y_true``; deployed attacks
   such as the patch add ``source_index`` and ``modified``: ``x_adv[i]`` derives from
-  ``x_clean[source_index[i]]``);
+  ``x_clean[source_index[i]]``), stored compactly and read by :func:`read_examples`
+  (``data.example_files``);
 - Dioptra's, a tarball such as ``testing_adversarial_fgm.tar.gz`` made by its ``fgm`` entry
   point: one folder (``adv_testing``) of ``<label>/adv_<name>.png``. It holds no clean images.
 
@@ -24,6 +25,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..errors import RobustnessUsageError
+from .example_files import read_examples
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
@@ -86,9 +88,8 @@ def read_run_examples(client, run_id: str, artifact: str, class_names, input_sha
 def read_examples_npz(path: Path) -> AdversarialSet:
     """Our examples file; a deployed attack's x_adv rows map to x_clean through source_index."""
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as exc:
+        arrays = read_examples(path)
+    except (OSError, ValueError, KeyError, IndexError) as exc:
         raise RobustnessUsageError(f"infer: {path.name} is not a readable .npz file ({exc})") from None
     missing = [k for k in ("x_clean", "x_adv", "y_true") if k not in arrays]
     if missing:
@@ -194,5 +195,5 @@ def write_dioptra_tarball(folder: Path, tarball: Path, images: np.ndarray, label
     return tarball
 
 
-__all__ = ["AdversarialSet", "check_members", "extract_tarball", "is_tarball", "read_run_examples",
+__all__ = ["AdversarialSet", "check_members", "extract_tarball", "is_tarball", "read_examples", "read_run_examples",
            "write_dioptra_tarball"]

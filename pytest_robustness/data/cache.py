@@ -22,6 +22,7 @@ import numpy as np
 
 from . import versions
 from .datasets import freeze
+from .example_files import write_npz
 
 CACHE_VERSION = 1
 
@@ -97,8 +98,9 @@ class ArrayCache:
             os.replace(partial, path)
         yield path
 
-    def put(self, key: str, **arrays: np.ndarray) -> None:
-        """Atomic write (temp file + rename), so parallel workers never read half a file."""
+    def put(self, key: str, compress: bool = False, **arrays: np.ndarray) -> None:
+        """Atomic write (temp file + rename), so parallel workers never read half a file; ``compress``:
+        deflated (level 1), for arrays that shrink (a perturbation), not for data read on every warm run."""
         if not self.writable:
             return
         path = self._path(key)
@@ -106,7 +108,10 @@ class ArrayCache:
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
         try:
             with os.fdopen(fd, "wb") as handle:
-                np.savez(handle, **arrays)
+                if compress:
+                    write_npz(handle, **arrays)
+                else:
+                    np.savez(handle, **arrays)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -64,6 +64,10 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--samples", default=None, metavar="N",
                     help="attack at most N test images (0: all) [ini: robustness_samples; default 0]")
     # choices and numbers are checked in read_settings, not by argparse: one line, not a usage block
+    group.addoption("--keep-examples", default=None, metavar="N",
+                    help="clean images (with their adversarial ones) each cell's adversarial_examples.npz keeps: "
+                         "N (a seeded sample when the cell has more), 'all', or 'auto' (all while they take at most "
+                         "64 MiB as float32, else a sample that fits) [ini: robustness_keep_examples; default auto]")
     group.addoption("--attack-backend", default=None, metavar="{" + ",".join(BACKENDS) + "}",
                     help="'compiled' (batched tf.function kernels) or 'art' (ART's own classes, the reference) "
                          "[ini: robustness_attack_backend; default compiled]")
@@ -102,6 +106,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("robustness_seed", "default --robustness-seed", default="0")
     parser.addini("robustness_train", "default training parameters, KEY=VALUE ...", type="args", default=[])
     parser.addini("robustness_samples", "default --samples", default="0")
+    parser.addini("robustness_keep_examples", "default --keep-examples", default="auto")
     parser.addini("robustness_attack_backend", "default --attack-backend", default="compiled")
     parser.addini("robustness_cache", "default --robustness-cache", default="readwrite")
     parser.addini("robustness_cache_dir", "default --robustness-cache-dir", default="")
@@ -122,6 +127,7 @@ class Settings:
     training: TrainingParams = field(default_factory=TrainingParams)
     training_explicit: frozenset[str] = frozenset()
     samples: int = 0
+    keep_examples: int | None = None  # None: the default size bound (data.example_files); 0: all
     attack_backend: str = "compiled"
     cache_mode: str = "readwrite"
     cache_dir: Path = Path(".robustness_cache")
@@ -258,6 +264,8 @@ def read_settings(config: pytest.Config) -> Settings:
     if samples < 0:
         raise RobustnessUsageError(f"{samples_source} {samples}: expected 0 (all) or a positive count")
 
+    keep_examples = _keep_examples(*option_or_ini(config, "--keep-examples", "robustness_keep_examples"))
+
     train_items = list(config.getini("robustness_train")) + list(opt("--train") or [])
     training = TrainingParams.parse(train_items)
     explicit = frozenset(item.partition("=")[0].strip() for item in train_items)
@@ -309,7 +317,19 @@ def read_settings(config: pytest.Config) -> Settings:
         training=training,
         training_explicit=explicit,
         samples=samples,
+        keep_examples=keep_examples,
         attack_backend=attack_backend,
         cache_mode=cache_mode,
         cache_dir=cache_dir,
     )
+
+
+def _keep_examples(source: str, raw) -> int | None:
+    text = str(raw).strip().lower()
+    if text in ("", "auto"):
+        return None
+    if text == "all":
+        return 0
+    if not text.isdigit() or int(text) < 1:
+        raise RobustnessUsageError(f"{source} {raw!r}: expected a positive count of examples, 'all' or 'auto'")
+    return int(text)
