@@ -88,7 +88,7 @@ def test_registered_names_are_validated_at_start_up_and_collection(pytester):
     (pytester.path / "typo.toml").write_text('[[thresholds]]\nattack = "random_sing"\nadversarial_accuracy = 0.1\n')
     result = pytester.runpytest("--thresholds", "typo.toml", *QUIET, "robustness_suites")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*attack = 'random_sing' is unknown; allowed: fgm, patch, pgd, cw_l2, deepfool, square, apgd, autoattack, random_sign"])
+    result.stderr.fnmatch_lines(["*attack = 'random_sing' is unknown; allowed: fgm, patch, pgd, cw_l2, deepfool, square, apgd, autoattack, random_sign, invariant, spatial_grid, corruption_errors"])
     (pytester.path / "robustness_suites" / "test_bad.py").write_text(
         "from pytest_robustness import attack_cases\n\n"
         "@attack_cases('random_sign', [dict(eps=2.0)])\ndef test_bad(robustness, params):\n    pass\n")
