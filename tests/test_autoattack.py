@@ -21,6 +21,7 @@ from test_user_models import PIP, _logits_cnn, digits_npz
 
 from helpers import Store
 from pytest_robustness.attacks.autoattack import AUTOATTACK, art_stages, stage_names
+from pytest_robustness.data.example_files import read_examples
 from pytest_robustness.models.classifiers import make_classifier
 
 SAMPLES = 40
@@ -28,7 +29,6 @@ AA_ATTACKS = "apgd-ce,apgd-t,deepfool,square"
 AA = dict(norm="inf", eps=0.15, max_iter=10, n_target_classes=3, square_queries=30)
 SUITE = f'''
 from pytest_robustness import attack_cases
-from pytest_robustness.data.example_files import read_examples
 
 AA = {AA!r}
 

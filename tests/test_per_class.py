@@ -10,11 +10,11 @@ import pytest
 from test_user_models import PIP, _logits_cnn, digits_npz
 
 from helpers import Store, session_run_id
+from pytest_robustness.data.example_files import read_examples
 from pytest_robustness.models.classifiers import make_classifier
 
 SUITE = '''
 from pytest_robustness import attack_cases
-from pytest_robustness.data.example_files import read_examples
 
 
 @attack_cases("fgm", [dict(norm="inf", eps=0.05)])
