@@ -205,3 +205,11 @@ def test_the_readme_draws_the_tree_in_layer_order():
               if row.startswith("| `") and row.split("|")[1].strip().endswith("/`")]
     folders = [entry for entry in LAYERS if isinstance(entry, str) and (PACKAGE / entry).is_dir() and entry]
     assert listed == folders
+
+
+def test_no_plugin_test_shares_a_basename_with_a_shipped_suite():
+    """Inner runs collect the shipped suites in this process (README, journeys): a test module of the same
+    basename already imported from tests/ would make their collection fail with 'import file mismatch'."""
+    suites = {p.name for p in (PACKAGE.parent / "robustness_suites").glob("test_*.py")}
+    ours = {p.name for p in (PACKAGE.parent / "tests").glob("test_*.py")}
+    assert suites & ours == set()
