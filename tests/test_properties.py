@@ -31,7 +31,7 @@ import pytest
 from hypothesis import given, settings
 
 from pytest_robustness import strategies
-from pytest_robustness.transforms import Rotation
+from pytest_robustness.transforms.transform import Rotation
 
 
 @settings(max_examples=30)
