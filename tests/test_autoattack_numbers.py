@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from art.attacks.evasion import AutoAttack
-from test_user_models import PIP, _logits_cnn, digits_npz
+from test_user_models import PIP, digits_logits_cnn, register_keras
 
-from helpers import Store
 from pytest_robustness.attacks.autoattack import AUTOATTACK, art_stages, stage_names
 from pytest_robustness.data.example_files import read_examples
 from pytest_robustness.models.classifiers import make_classifier
@@ -46,17 +45,8 @@ def test_aa(robustness, architecture, params):
 
 @pytest.fixture(scope="module")
 def user(tmp_path_factory):
-    root = tmp_path_factory.mktemp("aa_user")
-    npz = digits_npz(root / "digits.npz")
-    data = np.load(npz)
-    model = _logits_cnn(data["x_train"].astype(np.float32) / 255.0, data["y_train"])
-    store = Store(root / "mlflow" / "mlflow.db")
-    mlflow.set_tracking_uri(store.uri)
-    try:
-        with mlflow.start_run():
-            mlflow.keras.log_model(model, name="model", registered_model_name="user_logits", pip_requirements=PIP)
-    finally:
-        mlflow.set_tracking_uri(None)
+    store, npz, model = digits_logits_cnn(tmp_path_factory.mktemp("aa_user"))
+    register_keras(store, model, "user_logits")
     return store, npz
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import mlflow
 import numpy as np
 import pytest
-from test_user_models import PIP, _logits_cnn, digits_npz
+from test_user_models import digits_logits_cnn, register_keras
 
-from helpers import Store, session_run_id
+from helpers import session_run_id
 from pytest_robustness.data.example_files import read_examples
 from pytest_robustness.models.classifiers import make_classifier
 
@@ -37,23 +37,13 @@ COLLAPSED = 3
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """The user's logits CNN, and the same CNN with class 3 never predicted (its logit pushed down)."""
-    root = tmp_path_factory.mktemp("per_class")
-    npz = digits_npz(root / "digits.npz")
-    data = np.load(npz)
-    model = _logits_cnn(data["x_train"].astype(np.float32) / 255.0, data["y_train"])
-    store = Store(root / "mlflow" / "mlflow.db")
-    mlflow.set_tracking_uri(store.uri)
-    try:
-        with mlflow.start_run():
-            mlflow.keras.log_model(model, name="model", registered_model_name="healthy", pip_requirements=PIP)
-        last = model.layers[-1]
-        bias = last.bias.numpy()
-        bias[COLLAPSED] -= 100.0
-        last.bias.assign(bias)
-        with mlflow.start_run():
-            mlflow.keras.log_model(model, name="model", registered_model_name="collapsed", pip_requirements=PIP)
-    finally:
-        mlflow.set_tracking_uri(None)
+    store, npz, model = digits_logits_cnn(tmp_path_factory.mktemp("per_class"))
+    register_keras(store, model, "healthy")
+    last = model.layers[-1]
+    bias = last.bias.numpy()
+    bias[COLLAPSED] -= 100.0
+    last.bias.assign(bias)
+    register_keras(store, model, "collapsed")
     return store, npz
 
 

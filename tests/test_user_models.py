@@ -22,7 +22,7 @@ import mlflow.tensorflow
 import numpy as np
 import pytest
 
-from helpers import FGM_SUITE, Store, run_robustness
+from helpers import FGM_SUITE, Store
 
 PIP = ["tensorflow-cpu", "keras"]  # given, so MLflow does not load the model to infer requirements
 USER_ARGS = ("--attack-backend", "compiled", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning",
@@ -52,6 +52,23 @@ def _logits_cnn(x, y):
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=3, batch_size=32, verbose=0)
     return model
+
+
+def digits_logits_cnn(root: Path):
+    """A user's logits CNN trained on scikit-learn's digits, the digits as an ``.npz`` and a fresh store, under ``root``."""
+    npz = digits_npz(root / "digits.npz")
+    data = np.load(npz)
+    return Store(root / "mlflow" / "mlflow.db"), npz, _logits_cnn(data["x_train"].astype(np.float32) / 255.0,
+                                                                   data["y_train"])
+
+
+def register_keras(store: Store, model, name: str) -> None:
+    """Register ``model`` in ``store`` with ``mlflow.keras.log_model``, as a user's training job does."""
+    mlflow.set_tracking_uri(store.uri)
+    try:
+        _log(mlflow.keras, model, name)
+    finally:
+        mlflow.set_tracking_uri(None)
 
 
 def _dense_softmax_copy(model):
