@@ -7,7 +7,9 @@ has one too).
 
 from __future__ import annotations
 
+import contextlib
 import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,3 +102,18 @@ def run_robustness(pytester: pytest.Pytester, *args: str, store: Store | None = 
     """An in-process pytest run with the tiny settings and the store's tracking URI."""
     extra = ("--mlflow-uri", store.uri) if store is not None else ()
     return pytester.runpytest(*(TINY if tiny else ()), *extra, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def tmpfs(mount_point: Path, size: str):
+    """A real tmpfs of ``size`` at ``mount_point`` (chmod would not stop root; a filesystem does), unmounted on
+    exit; the test is skipped where mounting is not allowed."""
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 from mlflow.store.db.utils import _get_alembic_config
 from mlflow.tracking import MlflowClient
 
-from helpers import FGM_SUITE, TINY
+from helpers import FGM_SUITE, TINY, tmpfs
 
 CREATED = ("mlruns", "mlartifacts", ".robustness_cache")
 
@@ -133,16 +133,8 @@ def test_an_unreadable_file(pytester, mlflow_store):
 @pytest.fixture
 def read_only_filesystem(tmp_path):
     """A real tmpfs, remounted read-only once the store is on it (chmod would not stop root)."""
-    mount_point = tmp_path / "ro"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "4m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_a_store_on_a_read_only_filesystem(pytester, mlflow_store, read_only_filesystem):

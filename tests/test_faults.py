@@ -24,7 +24,7 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 from mlflow_server import MlflowServer, free_port, mlflow_executable, refuses
 
-from helpers import EXPERIMENT, FGM_SUITE, MODEL_NAME, TINY, run_robustness, session_run_id
+from helpers import EXPERIMENT, FGM_SUITE, MODEL_NAME, TINY, run_robustness, session_run_id, tmpfs
 from pytest_robustness.tracking.orphans import CLOSED_TAG
 from pytest_robustness.tracking.runs import FAULT_TAG
 
@@ -247,16 +247,8 @@ def test_server_going_away_mid_session_loses_nothing(pytester, server, monkeypat
 @pytest.fixture
 def tiny_filesystem(tmp_path):
     """A real 64 KiB tmpfs: a full disk that root cannot write past (chmod would not stop root)."""
-    mount_point = tmp_path / "tiny"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount_point)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tiny tmpfs here (needs root or CAP_SYS_ADMIN): {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "tiny", "64k") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_full_artifact_store_ends_runs_failed_and_keeps_the_metrics(pytester, trained_store, tiny_filesystem):
