@@ -76,6 +76,10 @@ class AttackSpec:
     # Code version of each backend's generator (default 1): bump it when what the backend
     # produces changes (a kernel fix, a new ART workaround): it keys the cache.
     versions: Mapping[str, int] = field(default_factory=dict)
+    # Each image's example depends on that image (and the seed) alone, so a data set larger than memory can
+    # be attacked batch by batch (``--stream-batch``). Random starts are drawn per batch there: a streamed
+    # PGD with random init draws other starts than the whole set would (deterministic attacks: the same).
+    per_image: bool = False
 
     @property
     def schema(self) -> dict[str, Param]:

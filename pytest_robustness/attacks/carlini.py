@@ -20,4 +20,4 @@ PARAMS = {
 
 CARLINI_L2 = define_attack(
     "cw_l2", PARAMS, art_attack("art.attacks.evasion.CarliniL2Method", PARAMS, targeted=False, verbose=False),
-    doc="ART CarliniL2Method; untargeted minimal-L2 optimisation attack")
+    doc="ART CarliniL2Method; untargeted minimal-L2 optimisation attack", per_image=True)

@@ -32,4 +32,4 @@ def compiled_deepfool(classifier, model, x, params):
 
 DEEPFOOL = define_attack("deepfool", PARAMS, art_attack("art.attacks.evasion.DeepFool", PARAMS, verbose=False),
                          compiled=compiled_deepfool, versions={"art": 1, "compiled": 1},
-                         doc="ART DeepFool; untargeted minimal perturbation")
+                         doc="ART DeepFool; untargeted minimal perturbation", per_image=True)

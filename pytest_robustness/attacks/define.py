@@ -45,10 +45,11 @@ def adapt(generate: Generate) -> Generator:
 def define_attack(name: str, params: Mapping[str, Param], generate: Generate, *, compiled: Generate | None = None,
                   deploy: Deployer | None = None, deploy_params: Mapping[str, Param] | None = None,
                   constraints: tuple[Constraint, ...] = (), generate_on: str = "eval", doc: str = "",
-                  versions: Mapping[str, int] | None = None) -> AttackSpec:
+                  versions: Mapping[str, int] | None = None, per_image: bool = False) -> AttackSpec:
     """An :class:`AttackSpec` from public callables: ``generate`` is the ``art`` backend (the reference),
     ``compiled`` an optional faster kernel used by ``--attack-backend compiled``; ``versions`` (per
-    backend, default 1) keys the cache: bump one when what that backend produces changes."""
+    backend, default 1) keys the cache: bump one when what that backend produces changes. ``per_image``: each
+    image's example depends on that image alone (FGM, PGD; not a universal patch): streamable."""
     if not callable(generate):
         raise TypeError(f"attack {name!r}: generate must be callable, got {generate!r}")
     if generate_on not in ("eval", "train"):
@@ -58,7 +59,7 @@ def define_attack(name: str, params: Mapping[str, Param], generate: Generate, *,
         backends["compiled"] = adapt(compiled)
     return AttackSpec(name, dict(params), backends, doc=doc or getattr(generate, "doc", ""),
                       deploy_params=dict(deploy_params or {}), deploy=deploy, constraints=tuple(constraints),
-                      generate_on=generate_on, versions=dict(versions or {}))
+                      generate_on=generate_on, versions=dict(versions or {}), per_image=per_image)
 
 
 class art_attack:  # noqa: N801 (used like a function: art_attack(DeepFool, params={...}))

@@ -38,4 +38,4 @@ def compiled_fgm(classifier, model, x, params):
 
 FGM = define_attack("fgm", PARAMS, art_fgm, compiled=compiled_fgm,
                     doc="ART FastGradientMethod; untargeted, labels from the model's own predictions",
-                    versions={"art": 1, "compiled": 1})  # bump with a change to what a backend produces
+                    versions={"art": 1, "compiled": 1}, per_image=True)  # bump with a change to what a backend produces

@@ -47,4 +47,4 @@ def compiled_pgd(classifier, model, x, params, seed):
 
 
 PGD = define_attack("pgd", PARAMS, art_pgd, compiled=compiled_pgd,
-                    doc="ART ProjectedGradientDescent; untargeted, labels from the model's own predictions")
+                    doc="ART ProjectedGradientDescent; untargeted, labels from the model's own predictions", per_image=True)

@@ -12,7 +12,7 @@ import numpy as np
 from ..data import example_files
 from ..data.datasets import content_digest
 from . import pictures
-from .result import AttackResult, Deferred, grid_rows
+from .result import AttackResult, Deferred, grid_rows, image_rows
 
 EVIDENCE_VERSION = 1  # bump when the evidence pictures change: it keys the cached PNGs
 
@@ -29,16 +29,24 @@ def log_examples(tracker, run_id: str, cache, result: AttackResult, prefix: str 
         # A deployed attack's rows also say which clean image each derives from and whether it carries
         # the attack, so the file alone gives every adversarial image its label.
         pairing = {"source_index": result.source_index, "modified": result.modified} if result.deployed else {}
-        n = len(result.x_clean)
-        kept_count = example_files.examples_to_keep(n, int(result.x_clean[0].size) * 4 if n else 0, keep)
-        kept = example_files.keep_sample(n, kept_count, seed)
+        n = result.size
+        if result.kept_index is not None:  # streamed: the sample was kept while the batches went by
+            kept = result.kept_index if len(result.kept_index) < n else None
+            kept_count = len(result.kept_index)
+        else:
+            kept_count = example_files.examples_to_keep(n, int(result.x_clean[0].size) * 4 if n else 0, keep)
+            kept = example_files.keep_sample(n, kept_count, seed)
         key = cache.key("examples", example_files.FORMAT_VERSION,
                         *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true, *pairing.values())),
                         None if kept is None else content_digest(kept))
 
         def write(path):
             arrays = dict(x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true, **pairing)
-            example_files.write_examples(path, **(arrays if kept is None else example_files.subset(kept, **arrays)))
+            if result.kept_index is not None and kept is not None:
+                arrays.update(y_true=result.y_true[kept], kept_index=kept)
+            elif kept is not None:
+                arrays = example_files.subset(kept, **arrays)
+            example_files.write_examples(path, **arrays)
 
         with cache.file(key, f"{prefix}adversarial_examples.npz", write) as npz:
             tracker.log_artifact(run_id, npz)
@@ -73,11 +81,12 @@ def sample_columns(result: AttackResult, undefended: AttackResult | None = None,
     rows = grid_rows(result)
     source = result.source_index[rows]
     columns = [
-        ("clean", result.x_clean[source],
+        ("clean", result.x_clean[image_rows(result, source)],
          [f"true {name(t)} pred {name(p)}" for t, p in zip(result.y_true[source], base.clean_predictions[source])]),
     ]
     if undefended is None:
-        columns.append(("adversarial", result.x_adv[rows], [f"pred {name(p)}" for p in result.adversarial_predictions[rows]]))
+        columns.append(("adversarial", result.x_adv[image_rows(result, rows)],
+                        [f"pred {name(p)}" for p in result.adversarial_predictions[rows]]))
         return columns
     # The undefended model on ``result``'s examples' counterparts (same positions, same sources).
     base_rows = grid_rows(base)[:len(rows)]

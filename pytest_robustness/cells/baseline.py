@@ -40,7 +40,7 @@ def cell_key(session, cell: Cell, samples: int, source=()) -> str:
     count, backend (and, through the cache key, the library versions; for transfer cells, ``source``:
     where the examples came from)."""
     return session.cache.key("cell", cell.attack, sorted(cell.params.items()), cell.defense,
-                             sorted(cell.defense_params.items()), cell.threat_model, session.dataset.digest,
+                             sorted(cell.defense_params.items()), cell.threat_model, session.data_info.digest,
                              session.settings.seed, samples, cell.architecture, session.settings.attack_backend,
                              *(source if any(source) else []))
 
@@ -54,7 +54,7 @@ class Baseline:
         self.session = crafter.session
 
     def cell_key(self, result: AttackResult) -> str:
-        return cell_key(self.session, result.cell, len(result.x_clean),
+        return cell_key(self.session, result.cell, result.size,
                         [result.source_architecture, result.source_model_uri, result.examples_uri])
 
     def metrics_and_correctness(self, result: AttackResult) -> tuple[dict[str, float] | None,
@@ -71,7 +71,7 @@ class Baseline:
         spec = get_attack(result.attack)
         resolved = spec.resolve({k: v for k, v in result.params.items() if k in spec.schema})
         if result.defense == "none":
-            base = self.crafter.craft(spec, resolved, baseline)
+            base = self.crafter.craft(spec, resolved, baseline, stream=result.kept_index is not None)
             return base.metrics, correctness(base)
         if result.undefended is None or get_defense(result.defense).training_recipe(result.defense_params):
             return None, None  # adversarially trained variants are derived from the candidate: no baseline cell

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import numpy as np
 import pytest
 
 from ..attacks import get_attack
@@ -112,12 +113,13 @@ class Robustness:
         """Run (or reuse) attack ``name`` on this test's model and log the cell. ``max_samples`` caps the
         attacked images for an attack too slow for the whole set (an explicit ``--samples`` wins)."""
         spec = get_attack(name)
-        result = self.crafter.craft(spec, spec.resolve(params), self.crafter.slot(recipe), max_samples=max_samples)
+        result = self.crafter.craft(spec, spec.resolve(params), self.crafter.slot(recipe), max_samples=max_samples,
+                                    stream=True)
         self.log_result(result)
         if ensemble.is_ensemble(result):  # AutoAttack: which attack broke each image
             with self.timed("log"):
                 ensemble.log_attribution(self.session.tracker, self.ensure_run(), result,
-                                         class_names=self.dataset.class_names)
+                                         class_names=self.session.data_info.class_names)
         return result
 
     def measure(self, name: str, recipe: str = "", *, max_samples: int | None = None, **params: Any) -> AttackResult:
@@ -125,7 +127,8 @@ class Robustness:
         result with (e.g. PGD against FGM at the same eps); the cell's own result is ``attack``'s.
         ``max_samples`` as for ``attack`` (to compare on the same images)."""
         spec = get_attack(name)
-        return self.crafter.craft(spec, spec.resolve(params), self.crafter.slot(recipe), max_samples=max_samples)
+        return self.crafter.craft(spec, spec.resolve(params), self.crafter.slot(recipe), max_samples=max_samples,
+                                  stream=True)
 
     def defend(self, result: AttackResult, defense: str, threat_model: str = "oblivious", **params: Any) -> AttackResult:
         """``result``'s attack under ``defense`` for one threat model, logged beside it (``Defender.defend``)."""
@@ -230,8 +233,9 @@ class Robustness:
         if settings.gradient_masking == "off" or result.crafted_on is None:
             return ""
         slot = result.crafted_on
-        n = min(masking.PROBE_IMAGES, len(result.x_clean))
-        x, y = result.x_clean[:n], result.y_true[:n]
+        n = masking.probe_size(len(result.y_true), int(np.prod(self.session.data_info.input_shape)))
+        x, y = self.session.eval_head(self.architecture, n) if result.kept_index is not None else (
+            result.x_clean[:n], result.y_true[:n])  # a streamed result keeps a sample: read the first images
 
         def model():  # logits (behind the defense's compiled form, if any): the kernels' loss is on logits
             if slot.attack_model is not None:

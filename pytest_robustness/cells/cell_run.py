@@ -36,7 +36,7 @@ class CellRun:
             _, _, input_range = self.session.adaptation(self.architecture)
             model_output = self.session.model_output(self.architecture)
             tracker.log_params(self.run_id, {"architecture": self.architecture, "seed": self.session.settings.seed,
-                                             **self.session.dataset.params,
+                                             **self.session.data_info.params,
                                              "attack_backend": self.session.settings.attack_backend,
                                              "model_output": model_output,
                                              "input_range": ",".join(f"{v:g}" for v in input_range)})
@@ -67,8 +67,9 @@ class CellRun:
         with self.timer.timed("log"):
             self.results.append(result)
             result.log_prefix = prefix
+            streamed = {"stream_batch": self.session.settings.stream_batch} if result.kept_index is not None else {}
             params = {f"{prefix}{k}": v for k, v in {
-                "attack": result.attack, "model_uri": result.model_uri, "samples": len(result.x_clean),
+                "attack": result.attack, "model_uri": result.model_uri, "samples": result.size, **streamed,
                 **{f"{result.attack}.{k}": v for k, v in result.params.items()}}.items()}
             named = {(k if k in DEFENSE_METRICS else f"{prefix}{k}"): v for k, v in result.metrics.items()}
             tags = {f"robustness.{prefix}examples": result.run.reused or "computed"} if result.run is not None else {}
@@ -85,7 +86,7 @@ class CellRun:
         """Examples, per-image distances and evidence PNGs (``artifacts``) into this test's run."""
         settings = self.session.settings
         kept = artifacts.log_examples(self.session.tracker, self.ensure_run(), self.session.cache, result, prefix,
-                                      undefended, self.session.dataset.class_names, settings.keep_examples,
+                                      undefended, self.session.data_info.class_names, settings.keep_examples,
                                       settings.seed)
         if kept is not None:  # how many clean images (of the param samples) the examples file keeps
             self.session.tracker.log_params(self.ensure_run(), {f"{prefix}kept_examples": kept})

@@ -10,7 +10,7 @@ from typing import Any
 from ..attacks.base import seed_everything
 from ..metrics import statistics
 from ..models.slot import ModelSlot
-from . import ensemble, patch_control, per_class, targets
+from . import ensemble, patch_control, per_class, streamed, targets
 from .phases import PhaseTimer
 from .result import AttackResult, Examples
 from .scoring import Scorer, score
@@ -36,11 +36,16 @@ class Crafter:
         return self.session.eval_set(self.architecture)
 
     def craft(self, spec, resolved: dict[str, Any], slot: ModelSlot | None = None, *,
-              max_samples: int | None = None) -> AttackResult:
+              max_samples: int | None = None, stream: bool = False) -> AttackResult:
         """Examples of attack ``spec`` crafted on ``slot`` (default: the plain model), memoised and cached,
         then deployed (patches), and scored by the same slot. ``max_samples`` caps the attacked images for an
-        attack too slow for the whole set (an explicit ``--samples`` wins)."""
+        attack too slow for the whole set (an explicit ``--samples`` wins). ``stream``: the caller needs the
+        metrics only (not every example), so a streamed session may run it batch by batch (``streamed``)."""
         slot = slot or self.slot()
+        if stream and streamed.streams(self.session, spec, slot, max_samples):
+            result = streamed.craft_streamed(self.session, spec, resolved, slot, self.scorer(slot), self.architecture,
+                                             self.timer)
+            return self._finish(result, slot, spec, None, None)
         x, y = self.eval_set()
         if max_samples and not self.session.settings.samples:
             x, y = x[:max_samples], y[:max_samples]
@@ -55,13 +60,17 @@ class Crafter:
                             deployed, run=run)
         with self.timer.timed("score"):
             result = score(examples, scorer)
+        return self._finish(result, slot, spec, deployed, scorer)
+
+    def _finish(self, result: AttackResult, slot: ModelSlot, spec, deployed, scorer: Scorer | None) -> AttackResult:
+        """The metrics every crafted cell adds to its score: per image worst case, per class, targets, control."""
         result.architecture = self.architecture
         result.crafted_on = slot
         robust = None
         if ensemble.is_ensemble(result):  # AutoAttack: the per-image worst case over its attacks
             ensemble.add_metrics(result)
             robust = ensemble.robust_images(result)
-        per_class.add_metrics(result, self.session.dataset.class_names, robust)
+        per_class.add_metrics(result, self.session.data_info.class_names, robust)
         if targets.has_targets(result):  # per-image targets (APGD-T): the attacker's view beside the defender's
             targets.add_metrics(result)
         if deployed is not None:
@@ -71,6 +80,7 @@ class Crafter:
 
     def judge(self, crafted: Examples | AttackResult, slot: ModelSlot | None = None) -> AttackResult:
         """``crafted``'s examples as they are, scored by ``slot`` (default: the plain model) of this architecture."""
+        streamed.require_every_example(crafted, "judging examples on another model")
         seed_everything(self.session.settings.seed)
         with self.timer.timed("score"):
             judged = score(crafted, self.scorer(slot or self.slot()))

@@ -17,6 +17,7 @@ from ..metrics import statistics
 from ..models.predictors import LazyClassifier, unwrap
 from ..models.slot import ModelSlot
 from .cell_run import CellRun
+from . import streamed
 from .crafting import Crafter
 from .result import AttackResult, Deferred, grid_rows
 from .scoring import score
@@ -42,6 +43,7 @@ class Defender:
         """
         resolved = get_defense(defense).resolve(params)
         check_threat_model(threat_model)
+        streamed.require_every_example(result, f"defense {defense}")
         defended = self.defended(result, defense, threat_model, resolved)
         self.log(result, defended)
         return defended

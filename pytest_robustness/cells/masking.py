@@ -6,7 +6,8 @@ a non-differentiable defence) defeats gradient attacks without being robust
 Security"; Carlini et al. 2019, "On Evaluating Adversarial Robustness", sections
 4-5). For the classifier a cell's examples were crafted on (the model; for the
 adaptive threat model the defended classifier, with BPDA and EoT) a cheap probe on
-at most ``PROBE_IMAGES`` evaluation images measures, with the true labels:
+at most ``PROBE_IMAGES`` evaluation images (fewer for large images: ``probe_size``) measures,
+with the true labels:
 
 - ``zero_gradient``: the fraction of images whose input gradient of the attack's
   loss is exactly zero (must stay at most ``ZERO_GRADIENT_MAX``);
@@ -40,6 +41,8 @@ from ..models.predictors import predict_in_batches, unwrap
 MODES = ("fail", "warn", "off")
 PROBE_VERSION = 2  # 2: keyed by the kernels (compiled or ART's classes); defended probes compiled where they can be
 PROBE_IMAGES = 200
+PROBE_MIN_IMAGES = 32
+PROBE_VALUES = PROBE_IMAGES * 32 * 32 * 3  # values probed at most: 200 images up to CIFAR's size
 REFERENCE_EPS = 0.3  # the probe's eps for cells that are not L-inf FGM/PGD
 LADDER = (0.1, 0.3, 1.0)
 UNBOUNDED_EPS = 1.0
@@ -69,6 +72,14 @@ class GradientMaskingWarning(UserWarning):
 class Finding:
     check: str
     message: str
+
+
+def probe_size(available: int, values_per_image: int) -> int:
+    """How many images the probe attacks: ``PROBE_IMAGES``, fewer for images larger than CIFAR's (its
+    twenty-odd attack passes would cost more than the cell's own attack: 32 images at 224x224x3), never
+    fewer than ``PROBE_MIN_IMAGES``; logged as ``masking_images``, so every interval says what it rests on."""
+    budget = PROBE_VALUES // max(values_per_image, 1)
+    return min(available, PROBE_IMAGES, max(PROBE_MIN_IMAGES, budget))
 
 
 def cell_eps(params: dict[str, Any]) -> float:
@@ -225,4 +236,4 @@ def report(line: str, mode: str) -> str | None:
 
 
 __all__ = ["BLACK_BOX_PROBES", "Finding", "GradientMaskingWarning", "MODES", "Probe", "assess", "cell_eps",
-           "report", "verdict"]
+           "probe_size", "report", "verdict"]

@@ -51,6 +51,14 @@ class AttackResult:
     source_architecture: str = ""
     source_model_uri: str = ""
     examples_uri: str = ""  # runs:/ID/ARTIFACT when read back from another MLflow run
+    # A streamed cell (``cells.streamed``) keeps the images of a sample only: x_clean[i] and x_adv[i] are
+    # image kept_index[i] of the set; labels, predictions and distances cover every image. None: all kept.
+    kept_index: np.ndarray | None = None
+
+    @property
+    def size(self) -> int:
+        """How many images the cell attacked (its examples may keep fewer: ``kept_index``)."""
+        return len(self.y_true)
 
     @property
     def cell(self) -> Cell:
@@ -69,12 +77,13 @@ class AttackResult:
 
     @property
     def source_index(self) -> np.ndarray:
-        return self.deployed.source_index if self.deployed is not None else np.arange(len(self.x_adv))
+        return self.deployed.source_index if self.deployed is not None else np.arange(len(self.adversarial_probabilities))
 
     @property
     def modified(self) -> np.ndarray:
         """Which adversarial-set images carry the attack (all, except for deployed attacks)."""
-        return self.deployed.modified if self.deployed is not None else np.ones(len(self.x_adv), dtype=bool)
+        return (self.deployed.modified if self.deployed is not None
+                else np.ones(len(self.adversarial_probabilities), dtype=bool))
 
     @property
     def y_adversarial(self) -> np.ndarray:
@@ -150,5 +159,14 @@ GRID_ROWS = 8
 
 
 def grid_rows(result: AttackResult) -> np.ndarray:
-    """The first few adversarial-set images that carry the attack."""
+    """The first few adversarial-set images that carry the attack (of a streamed cell: the first kept)."""
+    if result.kept_index is not None:
+        return result.kept_index[:GRID_ROWS]
     return np.flatnonzero(result.modified)[:GRID_ROWS]
+
+
+def image_rows(result: AttackResult, rows: np.ndarray) -> np.ndarray:
+    """Where images ``rows`` of the set are in ``result.x_clean``/``x_adv`` (a streamed cell keeps a sample)."""
+    if result.kept_index is None:
+        return rows
+    return np.searchsorted(result.kept_index, rows)

@@ -47,7 +47,7 @@ def score(examples: Examples | AttackResult, scorer: Scorer) -> AttackResult:
         clean_p = predict_in_batches(classifier, x_clean, 256)
         adv_p = predict_in_batches(classifier, x_adv, 256)
         distances = m.distance_table(x_clean, x_adv, source)
-        values = _metrics(y_true, clean_p, adv_p, source, modified if deployed is not None else None, target,
+        values = metric_values(y_true, clean_p, adv_p, source, modified if deployed is not None else None, target,
                           distances)
         return {"clean_probabilities": clean_p, "adversarial_probabilities": adv_p,
                 "metric_names": np.array(list(values)), "metric_values": np.array(list(values.values())),
@@ -65,7 +65,15 @@ def score(examples: Examples | AttackResult, scorer: Scorer) -> AttackResult:
                         examples.run, deployed=deployed, sample_sizes=sizes)
 
 
-def _metrics(y_true, clean_p, adv_p, source, modified, target, distances) -> dict[str, float]:
+def _measured_images(distances: dict[str, np.ndarray]) -> dict[str, float]:
+    """How many images a distance bounded to a subset (``formulas.wasserstein_rows``) was measured on."""
+    values = distances.get("wasserstein_distance")
+    if values is None or not np.isnan(values).any():
+        return {}
+    return {"wasserstein_images": float(np.count_nonzero(~np.isnan(values)))}
+
+
+def metric_values(y_true, clean_p, adv_p, source, modified, target, distances) -> dict[str, float]:
     y_adv = y_true[source]
     clean_pred, adv_pred = clean_p.argmax(1), adv_p.argmax(1)
     values = {
@@ -73,6 +81,7 @@ def _metrics(y_true, clean_p, adv_p, source, modified, target, distances) -> dic
         "adversarial_accuracy": m.accuracy(y_adv, adv_pred),
         "attack_success_rate": m.attack_success_rate(y_adv, clean_pred[source], adv_pred),
         **m.summarise_distances(distances),
+        **_measured_images(distances),
         **{f"clean_{k}": v for k, v in m.classification_metrics(y_true, clean_p).items()},
         **{f"adversarial_{k}": v for k, v in m.classification_metrics(y_adv, adv_p).items()},
     }

@@ -22,6 +22,7 @@ from .. import registry_scope
 from ..errors import RobustnessUsageError
 from .checks import check_images, check_same_image_shape, check_test_labels_known, integer_labels
 from .image_folders import FolderListing, list_folder, read_folder
+from .image_stream import DEFAULT_STREAM_BATCH, STREAM_ABOVE_BYTES, FolderStream, stream_bytes
 
 TEST_FRACTION = 0.2
 DATASETS_VERSION = 1  # bump when loading or splitting changes: it keys cached splits
@@ -297,14 +298,19 @@ def _kind(spec: str, option: str = "--dataset") -> str:
 
 
 def validate_dataset_spec(spec: str, image_size: tuple[int, int, int] | None = None, *, option: str = "--dataset",
-                          cached: Callable[[tuple], bool] | None = None) -> None:
+                          cached: Callable[[tuple], bool] | None = None, stream: tuple[int, int] | None = None) -> None:
     """Start-up check of ``--dataset``: everything a test would later trip over, before any work.
 
     A folder is read now (every image decoded: unreadable files, sizes, classes) unless
     ``cached(dataset_key(...))`` says the very same files were read and cached before; an .npz
-    is read and every value checked. What was read is kept for this process's session.
+    is read and every value checked. What was read is kept for this process's session. A streamed
+    folder (``stream``: samples and batch) has every header read instead: its images are decoded by
+    the cells that attack them.
     """
     kind = _kind(spec, option)
+    if stream is not None:
+        open_stream(spec, image_size, *stream, option=option)
+        return
     if kind == "registered":
         return  # the registering code's data: loaded when first needed
     if kind == "builtin":
@@ -350,6 +356,42 @@ def load_dataset(spec: str, seed: int, image_size: tuple[int, int, int] | None =
         return registered_datasets()[spec].load_dataset(seed)
     path = Path(spec)
     return load_npz(path) if kind == "npz" else load_folder(path, image_size)
+
+
+def is_folder(spec: str) -> bool:
+    return _kind(spec) == "folder"
+
+
+def stream_batch_for(spec: str, image_size: tuple[int, int, int] | None, samples: int, raw: str,
+                     option: str = "--stream-batch") -> int:
+    """Images a streamed cell reads at a time, 0 to load the data set whole: ``raw`` is a count, 0, or
+    ``auto`` (a folder whose evaluation images take more than ``STREAM_ABOVE_BYTES`` as float32)."""
+    text = str(raw).strip().lower()
+    if text in ("", "auto"):
+        if _kind(spec) != "folder":
+            return 0
+        return DEFAULT_STREAM_BATCH if stream_bytes(list_folder(Path(spec)), image_size, samples) > STREAM_ABOVE_BYTES else 0
+    if not text.isdigit():
+        raise RobustnessUsageError(f"{option} {raw!r}: expected a count of images per batch, 0 (load the data set "
+                                   "whole) or 'auto'")
+    if int(text) and _kind(spec) != "folder":
+        raise RobustnessUsageError(f"{option} {raw}: only Dioptra folders are streamed; --dataset {spec} is loaded "
+                                   "whole (give 0 or auto)")
+    return int(text)
+
+
+_STREAMS: dict[tuple, FolderStream] = {}
+
+
+def open_stream(spec: str, image_size: tuple[int, int, int] | None, samples: int, batch: int,
+                option: str = "--dataset") -> FolderStream:
+    """A folder's evaluation images, streamed; opened once per process for the same files and options."""
+    listing = list_folder(Path(spec), option)
+    key = (str(Path(spec).resolve()), listing.fingerprint, image_size, samples, batch)
+    if key not in _STREAMS:
+        _STREAMS.clear()
+        _STREAMS[key] = FolderStream(listing, image_size, samples, batch, option)
+    return _STREAMS[key]
 
 
 def default_experiment_name(spec: str) -> str:

@@ -24,7 +24,8 @@ from ..attacks import AttackTarget, Deployed, get_attack
 from ..attacks.base import apply_pending_seed, seed_everything
 from ..data import example_files
 from ..data.cache import ArrayCache
-from ..data.datasets import Dataset, content_digest, dataset_key, freeze, load_dataset
+from ..data.datasets import Dataset, content_digest, dataset_key, freeze, is_folder, load_dataset, open_stream
+from ..data.image_stream import DataInfo, FolderStream, stratified_subset
 from ..models.classifiers import make_classifier
 from ..models.devices import configure_gpus
 from ..models.predictors import CachedPredictor, LazyClassifier, unwrap
@@ -131,11 +132,48 @@ class RobustnessSession:
                        arrays["x_test"], arrays["y_test"], tuple(str(c) for c in arrays["class_names"]),
                        str(arrays["source"]), str(arrays["digest"]))
 
+    @property
+    def stream(self) -> FolderStream | None:
+        """The folder's test images read batch by batch (``--stream-batch``), or None: loaded whole."""
+        settings = self.settings
+        if not settings.stream_batch:
+            return None
+        return self.memo.once(("stream",), lambda: open_stream(settings.dataset, settings.image_size,
+                                                                settings.samples, settings.stream_batch))
+
+    @property
+    def data_info(self) -> Dataset | DataInfo:
+        """Names, shape and identity of the data: from the stream's listing when streamed (no image decoded)."""
+        return self.stream.info if self.stream is not None else self.dataset
+
+    def eval_size(self, architecture: str) -> int:
+        available = len(self.stream) if self.stream is not None else len(self.dataset.y_test)
+        return self.settings.samples_for(architecture, available)
+
     def eval_set(self, architecture: str, samples: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """The first N test images: views, never copies, of the one loaded test set."""
+        """The test images a cell attacks: the first N (views of the one loaded test set), or for a folder
+        (listed class by class) a stratified subset; a streamed folder's, read whole (cells that need every
+        image at once: defenses, transfers, patches)."""
+        n = samples or self.eval_size(architecture)
+        if self.stream is not None:
+            return self.memo.once(("stream_set", n), lambda: (self.stream.read(0, n), self.stream.labels[:n]))
         data = self.dataset
-        n = samples or self.settings.samples_for(architecture, len(data.x_test))
+        if is_folder(self.settings.dataset) and n < len(data.y_test):
+            return self.memo.once(("folder_subset", n), lambda: self._folder_subset(n))
         return data.x_test[:n], data.y_test[:n]
+
+    def _folder_subset(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        index = stratified_subset(self.dataset.y_test, n)
+        x, y = self.dataset.x_test[index], self.dataset.y_test[index]
+        freeze(x, y)
+        return x, y
+
+    def eval_head(self, architecture: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first ``n`` images of the evaluation set (the gradient-masking probe's)."""
+        if self.stream is not None:
+            return self.memo.once(("stream_head", n), lambda: (self.stream.read(0, n), self.stream.labels[:n]))
+        x, y = self.eval_set(architecture)
+        return x[:n], y[:n]
 
     def model(self, architecture: str, recipe: str = "") -> RegisteredModel:
         """The registered model of slot (``architecture``, ``recipe``), loaded or trained once (``slot_models``)."""
@@ -204,7 +242,7 @@ class RobustnessSession:
         def build():
             self.tensorflow()
             model = self.model(architecture, recipe).model
-            data = self.dataset
+            data = self.data_info
             _, output, input_range = self.adaptation(architecture, recipe)
             return make_classifier(model, data.n_classes, data.input_shape,
                                    preprocessing_defences=defenses() if callable(defenses) else defenses,
@@ -225,8 +263,10 @@ class RobustnessSession:
         return self.memo.once(("defended_model", architecture, recipe, defense_key), build)
 
     # -- attacks ---------------------------------------------------------------------------
-    def attack_run(self, slot: ModelSlot, attack: str, params: dict[str, Any], x: np.ndarray) -> AttackRun:
+    def attack_run(self, slot: ModelSlot, attack: str, params: dict[str, Any], x: np.ndarray, *,
+                   remember: bool = True) -> AttackRun:
         """Adversarial examples crafted on ``slot``, from memory, the disk cache, or by running the attack once.
+        ``remember=False`` (a streamed batch): kept in the disk cache only, not in this process's memory.
 
         With a defense in the slot (the adaptive threat model) the compiled kernels attack
         ``slot.attack_model()`` (the model behind the defense's TensorFlow form, with BPDA
@@ -259,7 +299,7 @@ class RobustnessSession:
             # The compiled kernels attack logits: the classifier's own model (the logits wrapper), or that
             # wrapper behind a defense's TensorFlow form
             model = attack_model() if attack_model is not None and backend != "art" else art_classifier.model
-            target = AttackTarget(art_classifier, model, self.settings.seed, self.dataset.n_classes)
+            target = AttackTarget(art_classifier, model, self.settings.seed, self.data_info.n_classes)
             seed_everything(self.settings.seed)
             if hasattr(model, "reseed"):  # a random defense in front: the same draws for the same seed
                 model.reseed(self.settings.seed)
@@ -279,7 +319,8 @@ class RobustnessSession:
             self.cache.put(cache_key, compress=same_shape, **adversarial,
                            **{k: np.asarray(v) for k, v in run.artifacts.items()},
                            **{f"param__{k}": np.asarray(v) for k, v in run.extra_params.items()})
-        self.memo.put(("attack_run", key), run)
+        if remember:
+            self.memo.put(("attack_run", key), run)
         return run
 
     def deployment(self, run: AttackRun, x: np.ndarray, params: dict[str, Any]):

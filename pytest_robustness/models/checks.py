@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from ..data.datasets import load_dataset
+from ..data.datasets import load_dataset, open_stream
 from ..errors import RobustnessUsageError
 from .devices import configure_gpus
 from .loading import (
@@ -34,6 +34,14 @@ def data_signature(spec: str, seed: int, image_size=None) -> tuple[tuple[int, ..
     session, so this reads a folder or .npz at most once per process."""
     data = load_dataset(spec, seed, image_size)
     return data.input_shape, data.n_classes
+
+
+def settings_signature(settings) -> tuple[tuple[int, ...], int]:
+    """``data_signature`` of the session's data; a streamed folder's from its headers (no image decoded)."""
+    if getattr(settings, "stream_batch", 0):
+        info = open_stream(settings.dataset, settings.image_size, settings.samples, settings.stream_batch).info
+        return info.input_shape, info.n_classes
+    return data_signature(settings.dataset, settings.seed, getattr(settings, "image_size", None))
 
 
 def check_models(settings) -> None:
@@ -58,7 +66,7 @@ def check_models(settings) -> None:
             name, version = resolve_model_version(client, uri, option)
             keras_file_of(uri, read_flavors(settings.mlflow_uri, name, version), option)
             versions.append((option, uri, name, version))
-    shape, n_classes = data_signature(settings.dataset, settings.seed, getattr(settings, "image_size", None))
+    shape, n_classes = settings_signature(settings)
     for option, uri, name, version in versions:
         signature = _registered_signature(client, settings, name, version, option)
         check_signature(f"{option} {uri}", signature, shape, n_classes, options.output, options.trust_code)

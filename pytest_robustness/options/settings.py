@@ -16,7 +16,7 @@ import pytest
 
 from ..attacks import BACKENDS
 from ..data.cache import ArrayCache
-from ..data.datasets import default_experiment_name, validate_dataset_spec
+from ..data.datasets import default_experiment_name, stream_batch_for, validate_dataset_spec
 from ..errors import RobustnessUsageError
 from ..models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture, known_architectures
 from ..models.training import TrainingParams
@@ -68,6 +68,10 @@ def add_options(parser: pytest.Parser) -> None:
                     help="clean images (with their adversarial ones) each cell's adversarial_examples.npz keeps: "
                          "N (a seeded sample when the cell has more), 'all', or 'auto' (all while they take at most "
                          "64 MiB as float32, else a sample that fits) [ini: robustness_keep_examples; default auto]")
+    group.addoption("--stream-batch", default=None, metavar="N",
+                    help="read, attack and score a Dioptra folder's test images N at a time instead of loading the "
+                         "data set whole: N, 0 (load it whole) or 'auto' (streamed 256 at a time when the evaluation "
+                         "images take more than 1 GiB as float32) [ini: robustness_stream_batch; default auto]")
     group.addoption("--attack-backend", default=None, metavar="{" + ",".join(BACKENDS) + "}",
                     help="'compiled' (batched tf.function kernels) or 'art' (ART's own classes, the reference) "
                          "[ini: robustness_attack_backend; default compiled]")
@@ -107,6 +111,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("robustness_train", "default training parameters, KEY=VALUE ...", type="args", default=[])
     parser.addini("robustness_samples", "default --samples", default="0")
     parser.addini("robustness_keep_examples", "default --keep-examples", default="auto")
+    parser.addini("robustness_stream_batch", "default --stream-batch", default="auto")
     parser.addini("robustness_attack_backend", "default --attack-backend", default="compiled")
     parser.addini("robustness_cache", "default --robustness-cache", default="readwrite")
     parser.addini("robustness_cache_dir", "default --robustness-cache-dir", default="")
@@ -128,6 +133,7 @@ class Settings:
     training_explicit: frozenset[str] = frozenset()
     samples: int = 0
     keep_examples: int | None = None  # None: the default size bound (data.example_files); 0: all
+    stream_batch: int = 0  # a folder's test images read this many at a time (0: loaded whole)
     attack_backend: str = "compiled"
     cache_mode: str = "readwrite"
     cache_dir: Path = Path(".robustness_cache")
@@ -295,7 +301,10 @@ def read_settings(config: pytest.Config) -> Settings:
 
     # Last, as the slowest: the data itself (a folder is decoded, unless cached; an .npz read and checked).
     cache = ArrayCache(cache_dir / "arrays", cache_mode)
-    validate_dataset_spec(dataset, image_size, option=dataset_source, cached=lambda parts: cache.has(cache.key(*parts)))
+    stream_source, raw_stream = option_or_ini(config, "--stream-batch", "robustness_stream_batch")
+    stream_batch = stream_batch_for(dataset, image_size, samples, raw_stream, stream_source)
+    validate_dataset_spec(dataset, image_size, option=dataset_source, cached=lambda parts: cache.has(cache.key(*parts)),
+                          stream=(samples, stream_batch) if stream_batch else None)
 
     return Settings(
         significance=significance,
@@ -318,6 +327,7 @@ def read_settings(config: pytest.Config) -> Settings:
         training_explicit=explicit,
         samples=samples,
         keep_examples=keep_examples,
+        stream_batch=stream_batch,
         attack_backend=attack_backend,
         cache_mode=cache_mode,
         cache_dir=cache_dir,

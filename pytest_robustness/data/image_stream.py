@@ -1,0 +1,151 @@
+"""A folder's test images read batch by batch: the evaluation set of a data set larger than memory.
+
+An ImageNet validation folder (50,000 images at 224x224x3: 30 GB as float32) cannot be
+loaded whole. ``FolderStream`` keeps only the listing (paths and labels) and decodes the
+images a cell asks for, ``read(start, stop)``, exactly as ``image_folders.read_folder``
+decodes them (same modes, same resize, same scaling to [0, 1]), so a streamed cell and
+an in-memory cell see the same numbers.
+
+Which images: every test image, or with ``--samples N`` a seeded, stratified subset
+(``stratified_subset``: each class in proportion, in the listing's order), the same rule
+the in-memory path applies to a folder (whose listing is sorted by class: its first N
+images would be one class).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RobustnessUsageError
+from .image_folders import CHANNEL_MODES, FolderListing, _decode, _is_grey, _open
+
+STREAM_ABOVE_BYTES = 1 << 30  # auto: stream a folder whose evaluation images take more than this as float32
+DEFAULT_STREAM_BATCH = 256  # images read, attacked and scored at a time (a multiple of the kernels' batches)
+SUBSET_SEED = 20  # --samples' subset of a folder: fixed, so --robustness-seed varies the attacks, not the images
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int = SUBSET_SEED) -> np.ndarray:
+    """Sorted positions of ``n`` of ``labels``: per class in proportion (largest remainders first,
+    ties to the smaller class index), drawn from ``seed``; all positions when ``n`` covers them."""
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    exact = counts * n / len(labels)
+    quota = np.floor(exact).astype(np.int64)
+    for i in np.argsort(-(exact - quota), kind="stable")[: n - int(quota.sum())]:
+        quota[i] += 1
+    rng = np.random.default_rng([seed, 31])
+    chosen = [rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False)
+              for c, q in zip(classes, quota) if q]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What runs log and models need to know of a data set, without its images."""
+
+    name: str
+    class_names: tuple[str, ...]
+    input_shape: tuple[int, int, int]
+    source: str
+    digest: str
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def params(self) -> dict[str, str]:
+        return {"dataset": self.source, "image_shape": ",".join(map(str, self.input_shape)),
+                "class_names": json.dumps(list(self.class_names))}
+
+
+class FolderStream:
+    """A folder's test images (or a stratified subset), decoded ``batch`` at a time.
+
+    The constructor reads every header (cheap: no pixels) to check what the in-memory path
+    checks at start-up: readable files, one size unless ``image_size`` resizes, grey or RGB.
+    """
+
+    def __init__(self, listing: FolderListing, image_size: tuple[int, int, int] | None, samples: int,
+                 batch: int, option: str = "--dataset"):
+        files = listing.files["testing"]
+        labels = np.array([label for _, label in files], dtype=np.int64)
+        index = stratified_subset(labels, samples) if samples else np.arange(len(files))
+        self.paths = [files[i][0] for i in index]
+        self.labels = labels[index]
+        self.labels.flags.writeable = False
+        self.batch = batch
+        self.option = option
+        self.mode, self.size, shape = self._scan(listing, image_size)
+        self.info = DataInfo(listing.root.name, listing.class_names, shape, str(listing.root),
+                             hashlib.sha256(f"{listing.fingerprint}{image_size}{samples}".encode()).hexdigest()[:16])
+
+    def _scan(self, listing: FolderListing, image_size):
+        """Mode, resize and image shape, as ``read_folder`` decides them, from the headers of every image
+        of the folder (training too: an RGB training image makes the grey test images RGB there)."""
+        if image_size is not None:
+            height, width, channels = image_size
+            return CHANNEL_MODES[channels], (width, height), (height, width, channels)
+        first, grey = None, True
+        for split_files in listing.files.values():
+            for path, _ in split_files:
+                with _open(path, self.option) as image:
+                    if first is None:
+                        first = (path, image.size)
+                    elif image.size != first[1]:
+                        raise RobustnessUsageError(
+                            f"{self.option} {listing.root}: images of different sizes: {first[0]} is "
+                            f"{first[1][1]}x{first[1][0]} and {path} is {image.size[1]}x{image.size[0]} "
+                            f"(height x width); give --image-size H,W,C to resize them")
+                    grey = grey and _is_grey(image)
+        width, height = first[1]
+        return ("L" if grey else "RGB"), None, (height, width, 1 if grey else 3)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Images ``start:stop`` as float32 in [0, 1], decoded now (``read_folder``'s arithmetic)."""
+        pixels = []
+        for path in self.paths[start:stop]:
+            with _open(path, self.option) as image:
+                try:
+                    pixels.append(_decode(image, self.mode, self.size))
+                except (OSError, ValueError, SyntaxError) as exc:
+                    raise RobustnessUsageError(f"{self.option}: {path} is not a readable image ({exc})") from None
+        x = np.stack(pixels).astype(np.float32)
+        x /= 255.0
+        x.flags.writeable = False
+        return x
+
+    def batches(self):
+        """``(start, images)`` for every batch, in order."""
+        for start in range(0, len(self), self.batch):
+            yield start, self.read(start, min(start + self.batch, len(self)))
+
+    def float32_bytes(self) -> int:
+        return len(self) * int(np.prod(self.info.input_shape)) * 4
+
+
+def stream_bytes(listing: FolderListing, image_size: tuple[int, int, int] | None, samples: int,
+                 option: str = "--dataset") -> int:
+    """The evaluation images' size as float32, from one header (``--stream-batch auto`` decides on it)."""
+    n = len(listing.files["testing"])
+    n = min(n, samples) if samples else n
+    if image_size is not None:
+        return n * int(np.prod(image_size)) * 4
+    path = listing.files["testing"][0][0]
+    with _open(path, option) as image:
+        width, height = image.size
+    return n * height * width * 3 * 4  # RGB unless every image is grey: the larger bound
+
+
+__all__ = ["DEFAULT_STREAM_BATCH", "DataInfo", "FolderStream", "STREAM_ABOVE_BYTES", "stratified_subset",
+           "stream_bytes"]
