@@ -1,6 +1,6 @@
 """Benchmark at 224x224: the harness's own cost beside the attack's, memory at two data sizes, artifact bytes.
 
-    python benchmarks/bench_real_size.py [--sizes 100,300] [--train 60] [--json PATH]
+    python benchmarks/bench_real_size.py [--sizes 1000,5000] [--train 60] [--stream-batch 256] [--json PATH]
 
 A new user's setting (issue 20): a Dioptra folder of 224x224 JPEG photographs (two classes,
 crops of scikit-learn's sample photographs ``china.jpg`` and ``flower.jpg``, jittered in
@@ -9,11 +9,13 @@ position, mirror, brightness and JPEG quality), a plain CNN trained here and log
 gated with two FGM L-inf cells (``--model-uri cnn=models:/...``, ``--input-range 0,255``).
 
 For each data size (test images; ``--samples 0``: every one) the suite runs cold in its own
-``pytest`` process (fresh store and cache) and the benchmark prints, per cell, its phases from
-the ``robustness.seconds.*`` tags, the harness's total over the attack's own time (``craft``)
-and over ART's ``FastGradientMethod`` run directly on the same model and images (timed here,
-best of 2, with its adversarial accuracy beside the cell's), the bytes of the cell's artifacts,
-and the process's peak resident memory.
+``pytest`` process (fresh store and cache), the folder streamed ``--stream-batch`` images at a
+time (0: loaded whole), and the benchmark prints, per cell, its phases from the
+``robustness.seconds.*`` tags, the harness's total over the attack's own time (``craft``) and
+over ART's ``FastGradientMethod`` run directly on the same model and images (timed here, best
+of 2, with its adversarial accuracy beside the cell's; on the first ``ART_IMAGES`` images of
+larger sets, its time scaled to the set), the bytes of the cell's artifacts, and the process's
+peak resident memory.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 SIZE = 224
+ART_IMAGES = 1000  # ART's reference runs on at most this many images (the whole set in memory)
 EPS = (0.03, 0.1)
 SUITE = textwrap.dedent(f'''
     import pytest
@@ -81,9 +84,13 @@ def train_and_register(folder: Path, tracking_uri: str, name: str):
     import mlflow
     import mlflow.keras
 
-    from pytest_robustness.data.datasets import load_folder
+    import numpy as np
+    from PIL import Image
 
-    data = load_folder(folder)
+    files = sorted((folder / "training").rglob("*.jpg"))
+    classes = sorted({f.parent.name for f in files})
+    x_train = np.stack([np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) for f in files])
+    y_train = np.array([classes.index(f.parent.name) for f in files])
     keras.utils.set_random_seed(0)
     model = keras.Sequential([
         keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(1 / 255.0),
@@ -91,11 +98,20 @@ def train_and_register(folder: Path, tracking_uri: str, name: str):
         keras.layers.Conv2D(32, 3, strides=2, activation="relu"), keras.layers.GlobalAveragePooling2D(),
         keras.layers.Dense(2)], name="photo_cnn")
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(data.x_train * 255.0, data.y_train, epochs=3, batch_size=16, verbose=0)
+    model.fit(x_train, y_train, epochs=3, batch_size=16, verbose=0)
     mlflow.set_tracking_uri(tracking_uri)
     with mlflow.start_run():
         mlflow.keras.log_model(model, name="model", registered_model_name=name, pip_requirements=["keras"])
-    return model, data
+    return model
+
+
+def test_images(folder: Path, n: int):
+    """The first ``n`` test images as the cell reads them (the folder's listing order, decoded the same way)."""
+    from pytest_robustness.data.image_folders import list_folder
+    from pytest_robustness.data.image_stream import FolderStream
+
+    stream = FolderStream(list_folder(folder), None, 0, 256)
+    return stream.read(0, min(n, len(stream))), stream.labels[:n], len(stream)
 
 
 def art_reference(model, x, y, eps: float, repeats: int = 2) -> tuple[float, float]:
@@ -118,12 +134,14 @@ def art_reference(model, x, y, eps: float, repeats: int = 2) -> tuple[float, flo
     return best, float(np.mean(classifier.predict(x_adv).argmax(1) == y))
 
 
-def run_cells(workdir: Path, folder: Path, tracking_uri: str, model_uri: str) -> tuple[dict, int, float]:
+def run_cells(workdir: Path, folder: Path, tracking_uri: str, model_uri: str,
+              stream_batch: int) -> tuple[dict, int, float]:
     (workdir / "test_bench.py").write_text(SUITE)
     (workdir / "launch.py").write_text(LAUNCHER)
     args = [sys.executable, "launch.py", "test_bench.py", "-q", "-p", "no:cacheprovider", "--dataset", str(folder),
             "--model-uri", f"cnn={model_uri}", "--input-range", "0,255", "--mlflow-uri", tracking_uri,
-            "--samples", "0", "--gradient-masking", "warn", "--robustness-cache-dir", str(workdir / "cache")]
+            "--samples", "0", "--gradient-masking", "warn", "--robustness-cache-dir", str(workdir / "cache"),
+            "--stream-batch", str(stream_batch)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     start = time.perf_counter()
     done = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True)
@@ -153,38 +171,42 @@ def cells_from_store(tracking_uri: str, workdir: Path) -> dict:
     return out
 
 
-def bench(sizes: list[int], train: int) -> dict:
+def bench(sizes: list[int], train: int, stream_batch: int) -> dict:
     results = {}
     for size in sizes:
         with tempfile.TemporaryDirectory(prefix="bench-real-size-") as tmp:
             tmp = Path(tmp)
             folder = make_folder(tmp / "photos", {"training": train // 2, "testing": size // 2})
             tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
-            model, data = train_and_register(folder, tracking_uri, "photo_cnn")
-            cells, peak, wall = run_cells(tmp, folder, tracking_uri, "models:/photo_cnn/1")
+            model = train_and_register(folder, tracking_uri, "photo_cnn")
+            cells, peak, wall = run_cells(tmp, folder, tracking_uri, "models:/photo_cnn/1", stream_batch)
+            x, y, n = test_images(folder, ART_IMAGES)
             for eps in EPS:
                 cell = cells[str(eps)]
-                art_seconds, art_accuracy = art_reference(model, data.x_test, data.y_test, eps)
+                art_seconds, art_accuracy = art_reference(model, x, y, eps)
+                art_seconds *= n / len(x)  # ART on the whole set would take this long
                 total = sum(cell["phases"].values())
                 cell.update(total_seconds=total, art_fgm_seconds=art_seconds, art_adversarial_accuracy=art_accuracy,
-                            over_craft=total / max(cell["phases"].get("craft", 0.0), 1e-9),
+                            art_images=len(x), over_craft=total / max(cell["phases"].get("craft", 0.0), 1e-9),
                             over_art=total / art_seconds)
+            del x, y
             results[size] = dict(cells=cells, peak_rss_mb=peak / 1024, wall_seconds=wall,
-                                 test_image_mb=data.x_test.nbytes / 2**20)
+                                 test_image_mb=n * SIZE * SIZE * 3 * 4 / 2**20, stream_batch=stream_batch)
     return results
 
 
 def report(results: dict) -> None:
     for size, result in results.items():
-        print(f"\n{size} test images at {SIZE}x{SIZE}x3 ({result['test_image_mb']:.0f} MB as float32): "
-              f"peak RSS {result['peak_rss_mb']:.0f} MB, suite wall {result['wall_seconds']:.0f} s")
-        print("  eps   craft  score  probe    log  total  total/craft  ART FGM  total/ART  accuracy (ART)  artifacts")
+        print(f"\n{size} test images at {SIZE}x{SIZE}x3 ({result['test_image_mb']:.0f} MB as float32, "
+              f"--stream-batch {result['stream_batch']}): peak RSS {result['peak_rss_mb']:.0f} MB, "
+              f"suite wall {result['wall_seconds']:.0f} s")
+        print("  eps    read  craft  score  probe    log  total  total/craft  ART FGM  total/ART  accuracy (ART)  artifacts")
         for eps, cell in sorted(result["cells"].items()):
             p = cell["phases"]
-            print(f"  {eps:<5} {p.get('craft', 0):5.1f}  {p.get('score', 0):5.1f}  {p.get('probe', 0):5.1f}  "
+            print(f"  {eps:<5} {p.get('read', 0):5.1f}  {p.get('craft', 0):5.1f}  {p.get('score', 0):5.1f}  {p.get('probe', 0):5.1f}  "
                   f"{p.get('log', 0):5.1f}  {cell['total_seconds']:5.1f}  {cell['over_craft']:10.1f}x  "
                   f"{cell['art_fgm_seconds']:6.1f} s  {cell['over_art']:8.1f}x  "
-                  f"{cell['adversarial_accuracy']:.3f} ({cell['art_adversarial_accuracy']:.3f})  "
+                  f"{cell['adversarial_accuracy']:.3f} ({cell['art_adversarial_accuracy']:.3f} on {cell['art_images']})  "
                   f"{cell['artifact_bytes'] / 1e6:6.1f} MB (kept {cell['kept_examples']})")
     sizes = sorted(results)
     if len(sizes) > 1:
@@ -195,11 +217,12 @@ def report(results: dict) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100,300", help="test images per run, comma-separated")
+    parser.add_argument("--sizes", default="1000,5000", help="test images per run, comma-separated")
+    parser.add_argument("--stream-batch", type=int, default=256, help="images a cell reads at a time (0: load whole)")
     parser.add_argument("--train", type=int, default=60, help="training images")
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    results = bench([int(s) for s in args.sizes.split(",")], args.train)
+    results = bench([int(s) for s in args.sizes.split(",")], args.train, args.stream_batch)
     report(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

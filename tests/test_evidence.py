@@ -45,7 +45,7 @@ def test_sample_grid_captions_use_class_names_and_fit_them():
     x = np.zeros((3, 8, 8, 3), np.float32)
     result = SimpleNamespace(modified=np.array([True, False, True]), source_index=np.arange(3), x_clean=x,
                              y_true=np.array([0, 1, 2]), clean_predictions=np.array([0, 1, 1]), x_adv=x,
-                             adversarial_predictions=np.array([2, 1, 0]))
+                             adversarial_predictions=np.array([2, 1, 0]), kept_index=None)
     names = ("Apple Braeburn", "Apple Granny Smith", "Banana Lady Finger")
     columns = sample_columns(result, class_names=names)
     assert columns[0][2] == ["true Apple Braeburn pred Apple Braeburn", "true Banana Lady Finger pred Apple Granny Smith"]

@@ -1,4 +1,4 @@
-"""Where a cell's wall time goes, by phase (craft, score, log, probe, train): the benchmark reads them back
+"""Where a cell's wall time goes, by phase (craft, score, log, probe, train, read): the benchmark reads them back
 from each test's ``robustness.seconds.*`` tags."""
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ those of ``scoring.score`` on the whole set, computed from the same per-image va
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -50,9 +51,7 @@ def craft_streamed(session, spec, resolved: dict[str, Any], slot: ModelSlot, sco
     kept = np.arange(n) if kept is None else kept
     clean_p, adv_p, tables, kept_clean, kept_adv, runs = [], [], [], [], [], []
     started = last_line = time.perf_counter()
-    for start in range(0, n, stream.batch):
-        stop = min(start + stream.batch, n)
-        x = stream.read(start, stop)
+    for start, stop, x in _prefetched(stream, n, timer):
         with timer.timed("craft_adaptive" if slot.recipe else "craft"):
             run = session.attack_run(slot, spec.name, resolved, x, remember=False)
         seed_everything(seed)
@@ -89,6 +88,20 @@ def require_every_example(result, needs: str) -> None:
         raise NotApplicable(f"{needs} needs every adversarial example of the cell, and a streamed cell "
                             "(--stream-batch) keeps a sample of them; give --stream-batch 0 (with --samples N to "
                             "bound the images held in memory)")
+
+
+def _prefetched(stream, n: int, timer: PhaseTimer):
+    """``(start, stop, images)`` batch after batch, the next one decoded on a thread while this one is attacked
+    (Pillow decodes without the GIL): two batches in memory at most. Waiting for a batch is the ``read`` phase."""
+    bounds = [(start, min(start + stream.batch, n)) for start in range(0, n, stream.batch)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="robustness-read") as reader:
+        pending = reader.submit(stream.read, *bounds[0]) if bounds else None
+        for i, (start, stop) in enumerate(bounds):
+            with timer.timed("read"):
+                x = pending.result()
+            pending = reader.submit(stream.read, *bounds[i + 1]) if i + 1 < len(bounds) else None
+            yield start, stop, x
+            del x
 
 
 def _reused(runs: list[AttackRun]) -> str:

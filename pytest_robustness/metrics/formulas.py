@@ -5,8 +5,8 @@ unlike Dioptra which drops the last partial batch) and summarised the way
 Dioptra logs them: ``{name}`` is the mean, plus ``_median``, ``_stdev``,
 ``_iqr``, ``_min`` and ``_max``.
 
-The Wasserstein distance sorts every image's values (4 ms an image at 224x224x3, half
-an FGM gradient of a small CNN): beyond ``WASSERSTEIN_VALUES`` values in all it is
+The Wasserstein distance sorts every image's values (4-8 ms an image at 224x224x3, an FGM
+gradient of a small CNN): beyond ``WASSERSTEIN_VALUES`` values in all it is
 computed on evenly spaced images only (``wasserstein_rows``), the others' cells NaN,
 its summary over the measured images (the cell logs how many: ``wasserstein_images``).
 """
@@ -32,13 +32,23 @@ def l_1_norm(clean, adv):
     return np.abs(_flat(adv) - _flat(clean)).sum(axis=1)
 
 
+def _row_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Each row's dot product, without an n x d temporary (a third of the passes of ``(a * b).sum(1)``)."""
+    return np.einsum("ij,ij->i", a, b)
+
+
 def l_2_norm(clean, adv):
-    return np.sqrt(((_flat(adv) - _flat(clean)) ** 2).sum(axis=1))
+    diff = _flat(adv) - _flat(clean)
+    return np.sqrt(_row_dot(diff, diff))
 
 
 def cosine_similarity(clean, adv):
     a, b = _flat(clean), _flat(adv)
-    return (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), TOL)
+    return _cosine(a, b)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _row_dot(a, b) / np.maximum(np.sqrt(_row_dot(a, a)) * np.sqrt(_row_dot(b, b)), TOL)
 
 
 def _sorted64(x) -> np.ndarray:
@@ -68,7 +78,7 @@ DISTANCE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 BUILT_IN_DISTANCES = tuple(DISTANCE_METRICS)
 DISTANCE_CHUNK = 64  # images per block: the float64 temporaries stay small, whatever the data's size
-WASSERSTEIN_VALUES = 256 * 224 * 224 * 3  # values sorted per table at most: every image of MNIST-sized data
+WASSERSTEIN_VALUES = 64 * 224 * 224 * 3  # values sorted per table at most: every image of sets up to 12,288 MNIST digits
 
 
 def wasserstein_rows(n: int, values_per_image: int) -> np.ndarray | None:
@@ -116,13 +126,12 @@ def block_distances(clean: np.ndarray, adv: np.ndarray, wasserstein: np.ndarray 
         return {name: _wasserstein_where(clean, adv, wasserstein) if fn is wasserstein_distance else fn(clean, adv)
                 for name, fn in DISTANCE_METRICS.items()}
     a, b = _flat(clean), _flat(adv)
-    diff = np.abs(b - a)
-    out = {"l_inf_norm": diff.max(axis=1), "l_1_norm": diff.sum(axis=1)}
-    np.square(diff, out=diff)
-    out["l_2_norm"] = np.sqrt(diff.sum(axis=1))
+    diff = b - a
+    out = {"l_2_norm": np.sqrt(_row_dot(diff, diff))}
+    np.abs(diff, out=diff)
+    out["l_inf_norm"], out["l_1_norm"] = diff.max(axis=1), diff.sum(axis=1)
     del diff
-    out["cosine_similarity"] = (a * b).sum(axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1),
-                                                                TOL)
+    out["cosine_similarity"] = _cosine(a, b)
     out["euclidean_distance"], out["manhattan_distance"] = out["l_2_norm"], out["l_1_norm"]
     out["wasserstein_distance"] = _wasserstein_where(clean, adv, wasserstein)
     return out
