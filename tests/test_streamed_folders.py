@@ -23,6 +23,7 @@ from helpers import FGM_SUITE, session_run_id
 from test_user_models import cells, digits_logits_cnn, register_keras
 
 from pytest_robustness.cells.baseline import CORRECTNESS_FILE
+from pytest_robustness.data import datasets, image_stream
 from pytest_robustness.data.example_files import read_examples
 from pytest_robustness.metrics import statistics
 from pytest_robustness.data.image_stream import stratified_subset
@@ -143,3 +144,20 @@ def test_stream_batch_is_checked_at_start_up(pytester, user_folder, tmp_path):
     npz = pytester.runpytest(*ARGS, "--dataset", "mnist", "--stream-batch", "64", "--mlflow-uri", store.uri)
     assert npz.ret == 4
     npz.stderr.fnmatch_lines(["*--stream-batch 64: only Dioptra folders are streamed*"])
+
+
+def test_auto_streams_a_folder_above_the_memory_bound(pytester, user_folder, tmp_path, monkeypatch):
+    """``auto`` (the default) streams a folder whose evaluation images exceed the bound (here lowered to
+    50 KB; the bound reads one header and counts three channels: 360 digits 276 KB, 60 of them 46 KB), and loads a smaller one whole."""
+    store, folder = user_folder
+    monkeypatch.setattr(image_stream, "STREAM_ABOVE_BYTES", 50_000)
+    monkeypatch.setattr(datasets, "STREAM_ABOVE_BYTES", 50_000)
+    pytester.makepyfile(test_suite=FGM_SUITE)
+    outcomes = {}
+    for samples in ("0", "60"):
+        result = run(pytester, store, folder, "--samples", samples, "-k", "inf", "--junitxml",
+                     str(tmp_path / f"{samples}.xml"), "--robustness-cache-dir", str(tmp_path / samples))
+        result.assert_outcomes(passed=1)
+        (props,) = cells(tmp_path / f"{samples}.xml").values()
+        outcomes[samples] = props.get("stream_batch"), props["samples"]
+    assert outcomes == {"0": ("256", "360"), "60": (None, "60")}
