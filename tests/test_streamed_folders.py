@@ -18,15 +18,14 @@ import mlflow.keras
 import numpy as np
 import pytest
 from PIL import Image
-
-from helpers import FGM_SUITE, session_run_id
 from test_user_models import cells, digits_logits_cnn, register_keras
 
+from helpers import FGM_SUITE, session_run_id
 from pytest_robustness.cells.baseline import CORRECTNESS_FILE
 from pytest_robustness.data import datasets, image_stream
 from pytest_robustness.data.example_files import read_examples
-from pytest_robustness.metrics import statistics
 from pytest_robustness.data.image_stream import stratified_subset
+from pytest_robustness.metrics import statistics
 
 ARGS = ("--attack-backend", "compiled", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning")
 

@@ -72,7 +72,8 @@ class CellRun:
                 "attack": result.attack, "model_uri": result.model_uri, "samples": result.size, **streamed,
                 **{f"{result.attack}.{k}": v for k, v in result.params.items()}}.items()}
             named = {(k if k in DEFENSE_METRICS else f"{prefix}{k}"): v for k, v in result.metrics.items()}
-            tags = {f"robustness.{prefix}examples": result.run.reused or "computed"} if result.run is not None else {}
+            tags = {f"robustness.{prefix}examples": result.run.reused or "computed",  # the generator's own time:
+                    f"robustness.{prefix}attack_seconds": f"{result.run.seconds:.3f}"} if result.run is not None else {}
             for name, value in params.items():  # the JUnit report first: it holds whatever MLflow loses
                 self.record(name, value)
             for name, value in named.items():

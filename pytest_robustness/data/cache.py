@@ -14,7 +14,9 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -31,12 +33,22 @@ class CacheEntryWarning(UserWarning):
     """A cache entry could not be read (truncated by a full disk or a killed copy): it is recomputed."""
 
 
+PENDING_WRITES = 1  # writes queued behind the one running: then ``put_later`` waits (their arrays stay in memory)
+
+
+class CacheWriteWarning(UserWarning):
+    """A background cache write failed (a full disk): the entry is missing and will be recomputed."""
+
+
 class ArrayCache:
     def __init__(self, directory: Path, mode: str = "readwrite"):
         self.directory = Path(directory)
         self.mode = mode
         self.hits = 0
         self.misses = 0
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: dict[str, Future] = {}
+        self._slots = threading.BoundedSemaphore(PENDING_WRITES + 1)
 
     @property
     def readable(self) -> bool:
@@ -61,6 +73,7 @@ class ArrayCache:
     def get(self, key: str) -> dict[str, np.ndarray] | None:
         if not self.readable:
             return None
+        self._wait_for(key)
         path = self._path(key)
         try:
             with np.load(path, allow_pickle=False) as npz:
@@ -77,6 +90,38 @@ class ArrayCache:
         self.hits += 1
         freeze(*found.values())  # served by content: read-only (the arrays and the buffers they view)
         return found
+
+    def put_later(self, key: str, compress: bool = False, **arrays: np.ndarray) -> None:
+        """``put`` on a writer thread: deflating a batch of 224x224 perturbations takes as long as crafting it
+        (zlib runs without the GIL), so the next batch is crafted meanwhile. The arrays must not change (they are
+        frozen). At most ``PENDING_WRITES`` wait; ``get`` of a pending key and ``flush`` wait for it."""
+        if not self.writable:
+            return
+        self._slots.acquire()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="robustness-cache")
+        future = self._writer.submit(self.put, key, compress, **arrays)
+        self._pending[key] = future
+        future.add_done_callback(lambda _: self._slots.release())
+
+    def _wait_for(self, key: str) -> None:
+        future = self._pending.pop(key, None)
+        if future is not None:
+            self._report(future)
+
+    @staticmethod
+    def _report(future: Future) -> None:
+        exc = future.exception()
+        if exc is not None:
+            warnings.warn(CacheWriteWarning(f"pytest-robustness: a cache entry could not be written "
+                                            f"({type(exc).__name__}: {str(exc)[:120]}); it will be recomputed"),
+                          stacklevel=3)
+
+    def flush(self) -> None:
+        """Wait for every background write (the session's end), reporting any that failed."""
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            self._report(future)
 
     @contextlib.contextmanager
     def file(self, key: str, name: str, write: Callable[[Path], Any]) -> Iterator[Path]:

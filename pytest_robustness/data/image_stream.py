@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -147,5 +146,11 @@ def stream_bytes(listing: FolderListing, image_size: tuple[int, int, int] | None
     return n * height * width * 3 * 4  # RGB unless every image is grey: the larger bound
 
 
-__all__ = ["DEFAULT_STREAM_BATCH", "DataInfo", "FolderStream", "STREAM_ABOVE_BYTES", "stratified_subset",
-           "stream_bytes"]
+__all__ = [
+    "DEFAULT_STREAM_BATCH",
+    "STREAM_ABOVE_BYTES",
+    "DataInfo",
+    "FolderStream",
+    "stratified_subset",
+    "stream_bytes",
+]

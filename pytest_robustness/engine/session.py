@@ -316,7 +316,7 @@ class RobustnessSession:
             # for FGM, zeros outside a patch (issue 20: 602 KB a 224x224 image otherwise).
             same_shape = np.shape(run.x_adv) == np.shape(x)
             adversarial = example_files.perturbation(x, run.x_adv) if same_shape else {"x_adv": run.x_adv}
-            self.cache.put(cache_key, compress=same_shape, **adversarial,
+            self.cache.put_later(cache_key, compress=same_shape, **adversarial,
                            **{k: np.asarray(v) for k, v in run.artifacts.items()},
                            **{f"param__{k}": np.asarray(v) for k, v in run.extra_params.items()})
         if remember:

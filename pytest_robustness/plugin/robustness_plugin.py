@@ -194,8 +194,9 @@ class RobustnessPlugin:
         """The end-of-session work, in this order (Ctrl-C lands here too). A tracking server that went
         away costs one line each, never the session: what was computed is in the JUnit XML and the cache."""
         signalled = {SIGNAL_TAG: self.guard.signal_name} if self.guard.received is not None else {}
-        if self.session is not None:  # 1. this process's runs: KILLED if never finished
+        if self.session is not None:  # 1. this process's runs: KILLED if never finished; its cache writes done
             self.session.tracker.kill_open_runs("KILLED", signalled)
+            self.session.cache.flush()
         if is_worker(self.config):
             return
         run_id = self.session_run_id()
