@@ -91,3 +91,26 @@ def test_the_blocked_distance_table_equals_each_metric_computed_on_its_own():
     table = formulas.distance_table(clean, adv, source)
     for name, fn in formulas.DISTANCE_METRICS.items():
         assert np.array_equal(table[name], fn(clean[source], adv)), name  # the same values, bit for bit
+
+
+def test_wasserstein_is_measured_on_the_same_evenly_spaced_images_whole_or_batch_by_batch(monkeypatch):
+    """Above the values bound the Wasserstein distance is measured on evenly spaced images (NaN elsewhere),
+    chosen over the whole set, so a table built batch by batch equals the one built at once."""
+    from pytest_robustness.metrics import formulas
+
+    monkeypatch.setattr(formulas, "WASSERSTEIN_VALUES", 10 * 6 * 6 * 3)  # ten images' worth
+    rng = np.random.default_rng(5)
+    clean = rng.random((37, 6, 6, 3), dtype=np.float32)
+    adv = np.clip(clean + np.float32(0.1) * rng.standard_normal(clean.shape).astype(np.float32), 0, 1)
+    whole = formulas.distance_table(clean, adv)
+    measured = ~np.isnan(whole["wasserstein_distance"])
+    assert measured.sum() == 10 and measured[0] and measured[-1]
+    np.testing.assert_array_equal(whole["wasserstein_distance"][measured],
+                                  formulas.wasserstein_distance(clean[measured], adv[measured]))
+    parts = [formulas.distance_table(clean[s:s + 8], adv[s:s + 8], offset=s, total=37) for s in range(0, 37, 8)]
+    for name in whole:
+        np.testing.assert_array_equal(np.concatenate([p[name] for p in parts]), whole[name])
+    summary = formulas.summarise_distances(whole)
+    assert summary["wasserstein_distance"] == pytest.approx(whole["wasserstein_distance"][measured].mean())
+    assert not np.isnan(whole["l_2_norm"]).any()
+    assert formulas.wasserstein_rows(10, 6 * 6 * 3) is None  # within the bound: every image

@@ -269,3 +269,12 @@ def test_significance_option_is_validated(pytester):
     result = pytester.runpytest("--significance", "1.5", *TINY_TRAIN)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--significance 1.5: expected a significance level strictly between 0 and 1*"])
+
+
+def test_the_probe_attacks_fewer_images_only_when_they_are_larger_than_cifar():
+    from pytest_robustness.cells.masking import probe_size
+
+    assert probe_size(1000, 28 * 28) == 200 and probe_size(1000, 32 * 32 * 3) == 200
+    assert probe_size(1000, 100 * 100 * 3) == 32 and probe_size(1000, 224 * 224 * 3) == 32
+    assert probe_size(1000, 64 * 64 * 3) == 50
+    assert probe_size(20, 224 * 224 * 3) == 20  # never more than the set
