@@ -14,7 +14,7 @@ time (0: loaded whole), and the benchmark prints, per cell, its phases from the
 ``robustness.seconds.*`` tags, the harness's total over the attack's own time (``craft``) and
 over ART's ``FastGradientMethod`` run directly on the same model and images (timed here, best
 of 2, with its adversarial accuracy beside the cell's; on the first ``ART_IMAGES`` images of
-larger sets, its time scaled to the set), the bytes of the cell's artifacts, and the process's
+larger sets, a stratified subset, its time scaled to the set), the bytes of the cell's artifacts, and the process's
 peak resident memory.
 """
 
@@ -106,32 +106,14 @@ def train_and_register(folder: Path, tracking_uri: str, name: str):
 
 
 def test_images(folder: Path, n: int):
-    """The first ``n`` test images as the cell reads them (the folder's listing order, decoded the same way)."""
+    """``n`` test images as the cell reads them (decoded the same way): all of them, or a stratified subset
+    (``--samples``' rule) of a larger set; and the set's size."""
     from pytest_robustness.data.image_folders import list_folder
     from pytest_robustness.data.image_stream import FolderStream
 
-    stream = FolderStream(list_folder(folder), None, 0, 256)
-    return stream.read(0, min(n, len(stream))), stream.labels[:n], len(stream)
-
-
-def art_reference(model, x, y, eps: float, repeats: int = 2) -> tuple[float, float]:
-    """ART's FGM on the model (fed [0, 1] images scaled to [0, 255], as the cell does): best seconds, accuracy."""
-    import keras
-    import numpy as np
-    from art.attacks.evasion import FastGradientMethod
-    from art.estimators.classification import TensorFlowV2Classifier
-
-    scaled = keras.Sequential([keras.Input((SIZE, SIZE, 3)), keras.layers.Rescaling(255.0), model])
-    classifier = TensorFlowV2Classifier(scaled, nb_classes=2, input_shape=(SIZE, SIZE, 3), clip_values=(0.0, 1.0),
-                                        loss_object=keras.losses.CategoricalCrossentropy(from_logits=True))
-    attack = FastGradientMethod(classifier, norm=np.inf, eps=eps, batch_size=32)
-    attack.generate(x[:8])  # warm-up: tracing
-    best, x_adv = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        x_adv = attack.generate(x)
-        best = min(best, time.perf_counter() - start)
-    return best, float(np.mean(classifier.predict(x_adv).argmax(1) == y))
+    listing = list_folder(folder)
+    stream = FolderStream(listing, None, n if n < len(listing.files["testing"]) else 0, 256)
+    return stream.read(0, len(stream)), stream.labels, len(listing.files["testing"])
 
 
 def run_cells(workdir: Path, folder: Path, tracking_uri: str, model_uri: str,
@@ -209,7 +191,8 @@ def report(results: dict) -> None:
                   f"{p.get('score', 0):5.1f}  {p.get('probe', 0):5.1f}  "
                   f"{p.get('log', 0):5.1f}  {cell['total_seconds']:5.1f}  {cell['over_craft']:10.1f}x  "
                   f"{cell['art_fgm_seconds']:6.1f} s  {cell['over_art']:8.1f}x  "
-                  f"{cell['adversarial_accuracy']:.3f} ({cell['art_adversarial_accuracy']:.3f} on {cell['art_images']})  "
+                  f"{cell['adversarial_accuracy']:.3f} "
+                  f"({cell['art_adversarial_accuracy']:.3f} on {cell['art_images']} of {size})  "
                   f"{cell['artifact_bytes'] / 1e6:6.1f} MB (kept {cell['kept_examples']})")
     sizes = sorted(results)
     if len(sizes) > 1:

@@ -62,7 +62,8 @@ def craft_streamed(session, spec, resolved: dict[str, Any], slot: ModelSlot, sco
         rows = kept[(kept >= start) & (kept < stop)] - start
         kept_clean.append(x[rows])
         kept_adv.append(np.asarray(run.x_adv)[rows])
-        runs.append(run)
+        runs.append(AttackRun(kept_adv[-1], {}, run.extra_params, run.seconds, run.reused, run.key))  # not its x_adv
+        del run
         if time.perf_counter() - last_line >= PROGRESS_SECONDS:
             last_line = time.perf_counter()
             session.progress(f"{spec.name} on {scorer.model_uri}: {stop}/{n} images streamed "
