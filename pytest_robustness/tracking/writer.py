@@ -1,0 +1,147 @@
+"""The session's background writer: a cell's slow MLflow work runs on one ordered worker thread.
+
+At 224x224 a cell's records take seconds to write: its ``adversarial_examples.npz`` compressed, its
+pictures drawn, the upload of its artifacts and the end of its run. The verdict and the JUnit
+properties need none of it, so ``Tracker`` hands that work to a ``Writer``: one daemon thread per
+session, which runs the jobs in the order they were submitted (a run's artifacts before its end),
+while the main thread goes on to the next cell.
+
+Why not MLflow's own ``synchronous=False``: its queues batch params and metrics (already one
+``log_batch`` per run here) and log artifacts from a thread pool with no order between them and the
+end of the run, and a failed operation is logged, then raised only to whoever waits on it. Here a
+run's status is set only after its artifacts are written, and a job that fails goes through the
+tracker's fault path (the run ends FAILED with ``robustness.logging_error`` where the store answers)
+and leaves a line in ``faults``, which the session reports at its end (never swallowed).
+
+``synchronous``: every job runs at once in the caller (``--robustness-sync-logging``, for debugging).
+The session drains the writer before it ends its runs (``Tracker.drain``); on interruption with a
+deadline, after which the jobs still queued are dropped and reported (``cancel``).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+MAX_QUEUED = 16  # jobs waiting at most: a cell that would queue more waits (each holds its arrays)
+
+
+@dataclass
+class Job:
+    run_id: str | None
+    label: str  # what it writes, e.g. "adversarial_examples.npz of test_fgm[...]"
+    work: Callable[[], None]
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def describe(exc: BaseException) -> str:
+    """One line: a ``TrackingFault``'s message, else the exception's type and text."""
+    text = getattr(exc, "msg", None) or f"{type(exc).__name__}: {exc}"
+    return " ".join(str(text).split())
+
+
+class Writer:
+    """An ordered queue of jobs and the one thread that runs them."""
+
+    def __init__(self, synchronous: bool = False, name: str = "robustness-writer"):
+        self.synchronous = synchronous
+        self.name = name
+        self.faults: list[str] = []  # a line per job that failed on the thread (read by the session's end)
+        self.seconds = 0.0  # time the thread spent working
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._running: Job | None = None
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def submit(self, run_id: str | None, label: str, work: Callable[[], None]) -> None:
+        """Run ``work`` after every job submitted before it; at once (raising) when synchronous or closed."""
+        if self.synchronous or self._closed:
+            work()
+            return
+        with self._changed:
+            while len(self._jobs) >= MAX_QUEUED and self._alive():
+                self._changed.wait(0.5)
+            self._jobs.append(Job(run_id, label, work))
+            if not self._alive():
+                self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self._thread.start()
+            self._changed.notify_all()
+
+    def pending(self, run_id: str | None = None) -> list[Job]:
+        """Jobs not done yet (of ``run_id``, or all): the one running first, then the queue in order."""
+        with self._changed:
+            jobs = ([self._running] if self._running is not None else []) + list(self._jobs)
+        return [job for job in jobs if run_id is None or job.run_id == run_id]
+
+    def wait(self, run_id: str | None = None, timeout: float | None = None) -> bool:
+        """Until every job (of ``run_id``) submitted so far is done; False if ``timeout`` came first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for job in self.pending(run_id):
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            if not job.done.wait(left):
+                return False
+        return True
+
+    def cancel(self) -> list[Job]:
+        """Drop the jobs still queued (not the one running) and return them, e.g. at an interruption's deadline."""
+        with self._changed:
+            dropped = list(self._jobs)
+            self._jobs.clear()
+            self._changed.notify_all()
+        for job in dropped:
+            job.done.set()
+        return dropped
+
+    def abandon(self) -> dict[str | None, list[str]]:
+        """Drop the jobs queued; what each run still had unwritten (running or queued), by run."""
+        unwritten: dict[str | None, list[str]] = {}
+        for job in [*self.pending(), *self.cancel()]:
+            labels = unwritten.setdefault(job.run_id, [])
+            labels += [job.label] if job.label not in labels else []
+        return unwritten
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Wait for the queue, then stop the thread; later jobs run in the caller. False on timeout (or on a
+        Ctrl-C while waiting)."""
+        try:
+            finished = self.wait(timeout=timeout)
+        except KeyboardInterrupt:
+            finished = False
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        if finished and self._thread is not None:
+            self._thread.join(timeout)
+        return finished
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while True:
+            with self._changed:
+                while not self._jobs and not self._closed:
+                    self._changed.wait()
+                if not self._jobs:
+                    return
+                job = self._running = self._jobs.popleft()
+                self._changed.notify_all()
+            started = time.perf_counter()
+            try:
+                job.work()
+            except BaseException as exc:  # noqa: BLE001 - recorded for the session's end, never swallowed
+                self.faults.append(f"{job.label}: {describe(exc)}")
+            finally:
+                self.seconds += time.perf_counter() - started
+                with self._changed:
+                    self._running = None
+                    job.done.set()
+                    self._changed.notify_all()
