@@ -190,7 +190,7 @@ class Tracker:
         if (buffer is not None and not self.writer.synchronous and not self.writer.closed and buffer.pending is None
                 and self.client.health.gone is None):  # (a fault known now is reported by the test, at once)
             self.open_runs.discard(run_id)
-            self.writer.submit(run_id, f"MLflow run of {buffer.name}", lambda: self._end_run(run_id, status))
+            self.writer.submit(run_id, buffer.name or run_id, lambda: self._end_run(run_id, status))
             return run_id
         self.writer.wait(run_id)  # its artifacts first
         with uninterrupted.section():  # a signal waits until the run's records are written
