@@ -201,8 +201,10 @@ class RobustnessPlugin:
         away costs one line each, never the session: what was computed is in the JUnit XML and the cache."""
         signalled = {SIGNAL_TAG: self.guard.signal_name} if self.guard.received is not None else {}
         if self.session is not None:  # 1. the background writer's queue, then this process's runs: KILLED if open
-            interrupted = self.guard.received is not None or exitstatus == pytest.ExitCode.INTERRUPTED
-            self.session.tracker.kill_open_runs("KILLED", signalled, self.guard.grace * 2 / 3 if interrupted else None)
+            def interrupted() -> bool:  # (a signal may come while the session waits for the writer)
+                return self.guard.received is not None or exitstatus == pytest.ExitCode.INTERRUPTED
+
+            self.session.tracker.kill_open_runs("KILLED", signalled, interrupted)
             self.faults += self.session.tracker.drain()
         if is_worker(self.config):
             self.config.workeroutput[WRITE_FAULTS] = list(self.faults)

@@ -36,7 +36,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import uninterrupted
 from .orphans import close_orphaned_runs, owner_tag
@@ -58,7 +58,6 @@ MAX_ENTITIES_PER_BATCH = 1000
 OFFLINE_PREFIX = "offline-"  # a buffered run not created yet: the server was gone when it started
 FAULT_TAG = "robustness.logging_error"
 _STAGING_LOCK = threading.Lock()
-ATEXIT_DRAIN_S = 60.0  # at interpreter exit, the writer's queue is waited for this long at most
 
 
 def _stringify(value: Any) -> str:
@@ -105,7 +104,7 @@ class Tracker:
         self.buffers: dict[str, RunBuffer] = {}
         self.writer = Writer(synchronous_writes)
         self.abandoned: set[str] = set()  # runs ended KILLED while the writer still had their work
-        atexit.register(self.kill_open_runs, timeout=ATEXIT_DRAIN_S)
+        atexit.register(self.kill_open_runs)
 
     # -- experiment and session run -------------------------------------------------
     def ensure_experiment(self) -> str:
@@ -190,7 +189,7 @@ class Tracker:
         if (buffer is not None and not self.writer.synchronous and not self.writer.closed and buffer.pending is None
                 and self.client.health.gone is None):  # (a fault known now is reported by the test, at once)
             self.open_runs.discard(run_id)
-            self.writer.submit(run_id, buffer.name or run_id, lambda: self._end_run(run_id, status))
+            self.writer.submit(run_id, f"records and end of {buffer.name or run_id}", lambda: self._end_run(run_id, status))
             return run_id
         self.writer.wait(run_id)  # its artifacts first
         with uninterrupted.section():  # a signal waits until the run's records are written
@@ -200,20 +199,21 @@ class Tracker:
         """``work`` (e.g. writing and staging an artifact) on the writer, before the run's end."""
         self.writer.submit(run_id, label, work)
 
-    def drain(self, timeout: float | None = None) -> list[str]:
-        """Wait for the writer (``timeout``: an interruption's deadline; a second Ctrl-C stops waiting too),
-        then close it. What it could not finish is dropped, and those runs end KILLED, tagged with what was
-        not written. Returns a line per fault of the writer, for the session's report."""
-        if not self.writer.close(timeout):
+    def drain(self, interrupted: Callable[[], bool] = lambda: False) -> list[str]:
+        """Wait for the writer, then close it (once ``interrupted()``, a bounded time: ``Writer.close``). What it
+        could not finish is dropped, and those runs end KILLED, tagged with what was not written. Returns a
+        line per fault of the writer, for the session's report."""
+        if not self.writer.close(interrupted):
             for run_id, labels in self.writer.abandon().items():
-                line = f"interrupted before it was written: {'; '.join(labels)}"
+                line = f"interrupted before the writer finished: {'; '.join(labels)}"
                 self.abandoned.add(run_id)
-                buffer = self.buffers.pop(run_id, None)
-                if buffer is not None and buffer.staging is not None:
+                buffer = self.buffers.pop(run_id, None) or RunBuffer()
+                if buffer.staging is not None:
                     buffer.staging.cleanup()
                 if run_id and not run_id.startswith(OFFLINE_PREFIX):
-                    with contextlib.suppress(Exception, TrackingFault):
-                        self.client.set_tag(run_id, FAULT_TAG, line[:MAX_PARAM_LENGTH])
+                    with contextlib.suppress(Exception, TrackingFault):  # its tags (outcome, signal) and why
+                        tags = {**buffer.tags, FAULT_TAG: line[:MAX_PARAM_LENGTH]}
+                        self.set_tags(run_id, dict(list(tags.items())[-MAX_PARAMS_TAGS_PER_BATCH:]))
                         self.client.set_terminated(run_id, status="KILLED")
                 self.writer.faults.append(f"MLflow run {run_id} ends KILLED, {line}")
         faults, self.writer.faults = self.writer.faults, []
@@ -299,10 +299,10 @@ class Tracker:
                 "and are in the JUnit XML and the cache")
 
     def kill_open_runs(self, status: str = "KILLED", tags: Mapping[str, Any] | None = None,
-                       timeout: float | None = None) -> None:
+                       interrupted: Callable[[], bool] = lambda: True) -> None:
         """End every run this process still has open (``tags`` first, e.g. the signal that ended the session),
         after the writer's queue (``drain``; its faults stay for the caller's ``drain``)."""
-        self.writer.faults[:0] = self.drain(timeout)
+        self.writer.faults[:0] = self.drain(interrupted)
         for run_id in list(self.open_runs):
             try:
                 if tags:

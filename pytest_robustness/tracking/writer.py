@@ -14,8 +14,8 @@ tracker's fault path (the run ends FAILED with ``robustness.logging_error`` wher
 and leaves a line in ``faults``, which the session reports at its end (never swallowed).
 
 ``synchronous``: every job runs at once in the caller (``--robustness-sync-logging``, for debugging).
-The session drains the writer before it ends its runs (``Tracker.drain``); on interruption with a
-deadline, after which the jobs still queued are dropped and reported (``cancel``).
+The session drains the writer before it ends its runs (``Tracker.drain``); once interrupted, with a
+deadline, after which the jobs still queued are dropped and reported (``abandon``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 MAX_QUEUED = 16  # jobs waiting at most: a cell that would queue more waits (each holds its arrays)
+POLL_S = 0.5
+# After a signal or Ctrl-C, how long the session still waits for the writer: two thirds of the grace period
+# ``plugin.interruption`` gives the whole end of the session.
+AFTER_INTERRUPTION_S = 20.0
 
 
 @dataclass
@@ -104,18 +108,27 @@ class Writer:
             labels += [job.label] if job.label not in labels else []
         return unwritten
 
-    def close(self, timeout: float | None = None) -> bool:
-        """Wait for the queue, then stop the thread; later jobs run in the caller. False on timeout (or on a
-        Ctrl-C while waiting)."""
+    def close(self, interrupted: Callable[[], bool] = lambda: False) -> bool:
+        """Wait for the queue, then stop the thread; later jobs run in the caller. Once ``interrupted()`` (a
+        signal, Ctrl-C; also a Ctrl-C while waiting) it waits ``AFTER_INTERRUPTION_S`` more at most: False if
+        jobs were left. Once closed, True at once: what was left then was reported then (``abandon``)."""
+        if self._closed:
+            return True
+        deadline = None
         try:
-            finished = self.wait(timeout=timeout)
+            while not self.wait(timeout=POLL_S):
+                if deadline is None and interrupted():
+                    deadline = time.monotonic() + AFTER_INTERRUPTION_S
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
         except KeyboardInterrupt:
-            finished = False
+            pass
+        finished = not self.pending()
         with self._changed:
             self._closed = True
             self._changed.notify_all()
         if finished and self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(POLL_S)
         return finished
 
     @property
