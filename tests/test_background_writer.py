@@ -29,7 +29,7 @@ from helpers import MODEL_NAME, TINY, run_robustness, session_run_id
 from pytest_robustness.data.adversarial_sets import read_examples
 from pytest_robustness.plugin.interruption import GRACE_S
 from pytest_robustness.tracking import writer as writer_module
-from pytest_robustness.tracking.runs import FAULT_TAG
+from pytest_robustness.tracking.runs import FAULT_TAG, Tracker
 from pytest_robustness.tracking.writer import Writer
 
 SLOW_STORE = '''
@@ -216,11 +216,13 @@ def test_the_writer_runs_jobs_in_order_and_keeps_every_fault():
     writer.submit("a", "first of a", lambda: (release.wait(5), done.append(1)))
     writer.submit("b", "only of b", lambda: done.append(2))
     writer.submit("a", "end of a", lambda: 1 / 0)
+    writer.submit("d", "end of d", lambda: 1 / 0, ends_run=True)
     assert [job.label for job in writer.pending("a")] == ["first of a", "end of a"]
     release.set()
     assert writer.close()
     assert done == [1, 2]
-    assert writer.faults == ["end of a: ZeroDivisionError: division by zero"]
+    assert writer.failed == {"a": "end of a: ZeroDivisionError: division by zero"}  # said by a's end
+    assert writer.faults == ["end of d: ZeroDivisionError: division by zero"]
     writer.submit("c", "after close", lambda: done.append(3))  # in the caller, at once
     assert done == [1, 2, 3]
 
@@ -235,3 +237,22 @@ def test_an_interrupted_close_waits_a_bounded_time_and_gives_up_what_is_left(mon
     assert time.monotonic() - started < 5
     assert writer.abandon() == {"a": ["upload of a"], "b": ["end of b"]}
     hang.set()
+
+
+def test_a_file_the_writer_could_not_write_ends_its_run_failed_saying_which(store):
+    tracker = Tracker(store.uri, "writer_faults")
+    run_id = tracker.start_child_run("test_cell", buffered=True)
+    tracker.log_metrics(run_id, {"adversarial_accuracy": 0.5})
+
+    def unwritable() -> None:
+        raise OSError(28, "No space left on device", "/cache/samples.png")
+
+    tracker.writer.submit(run_id, "samples.png of test_cell", unwritable)
+    tracker.end_run(run_id, "FINISHED")
+    assert run_id not in tracker.open_runs  # the writer ends it
+    faults = tracker.drain()
+    run = store.client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.data.metrics == {"adversarial_accuracy": 0.5}
+    assert run.data.tags[FAULT_TAG] == "samples.png of test_cell: OSError: [Errno 28] No space left on device: " \
+                                       "'/cache/samples.png'"
+    assert faults == [f"records and end of test_cell: MLflow run {run_id} ends FAILED: {run.data.tags[FAULT_TAG]}"]

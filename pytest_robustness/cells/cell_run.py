@@ -86,7 +86,7 @@ class CellRun:
         settings, tracker, run_id = self.session.settings, self.session.tracker, self.ensure_run()
 
         def submit(what, work) -> None:  # written by the session's writer, before the run ends
-            tracker.submit(run_id, f"{what} of {self.item.name}", work)
+            tracker.writer.submit(run_id, f"{what} of {self.item.name}", work)
 
         kept = artifacts.log_examples(tracker, run_id, self.session.cache, result, prefix, undefended,
                                       self.session.dataset.class_names, settings.keep_examples, settings.seed, submit)

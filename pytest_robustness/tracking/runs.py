@@ -189,20 +189,16 @@ class Tracker:
         if (buffer is not None and not self.writer.synchronous and not self.writer.closed and buffer.pending is None
                 and self.client.health.gone is None):  # (a fault known now is reported by the test, at once)
             self.open_runs.discard(run_id)
-            self.writer.submit(run_id, f"records and end of {buffer.name or run_id}", lambda: self._end_run(run_id, status))
+            self.writer.submit(run_id, f"records and end of {buffer.name or run_id}", lambda: self._end_run(run_id, status),
+                               ends_run=True)
             return run_id
         self.writer.wait(run_id)  # its artifacts first
         with uninterrupted.section():  # a signal waits until the run's records are written
             return self._end_run(run_id, status)
 
-    def submit(self, run_id: str, label: str, work) -> None:
-        """``work`` (e.g. writing and staging an artifact) on the writer, before the run's end."""
-        self.writer.submit(run_id, label, work)
-
     def drain(self, interrupted: Callable[[], bool] = lambda: False) -> list[str]:
-        """Wait for the writer, then close it (once ``interrupted()``, a bounded time: ``Writer.close``). What it
-        could not finish is dropped, and those runs end KILLED, tagged with what was not written. Returns a
-        line per fault of the writer, for the session's report."""
+        """Wait for the writer, then close it (once ``interrupted()``, a bounded time: ``Writer.close``); what it could
+        not finish is dropped, those runs end KILLED, saying so. A line per fault of the writer, for the session."""
         if not self.writer.close(interrupted):
             for run_id, labels in self.writer.abandon().items():
                 line = f"interrupted before the writer finished: {'; '.join(labels)}"
@@ -216,6 +212,8 @@ class Tracker:
                         self.set_tags(run_id, dict(list(tags.items())[-MAX_PARAMS_TAGS_PER_BATCH:]))
                         self.client.set_terminated(run_id, status="KILLED")
                 self.writer.faults.append(f"MLflow run {run_id} ends KILLED, {line}")
+        for run_id in [r for r in self.writer.failed if r not in self.open_runs]:  # no end to come: said here
+            self.writer.faults.append(self.writer.failed.pop(run_id))
         faults, self.writer.faults = self.writer.faults, []
         return faults
 
@@ -227,6 +225,8 @@ class Tracker:
             run_id = self._create_offline_run(run_id)
         try:
             self.flush(run_id)
+            if run_id in self.writer.failed:  # a file of this run the writer could not write
+                raise TrackingFault(self.writer.failed.pop(run_id))
         except BaseException as exc:
             failed = "KILLED" if status == "KILLED" else "FAILED"
             line = exc.msg if isinstance(exc, TrackingFault) else " ".join(f"{type(exc).__name__}: {exc}".split())
@@ -380,7 +380,6 @@ class Tracker:
 def process_label() -> str:
     """``gw0``, ``gw1``, ... under pytest-xdist, ``main`` otherwise."""
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
-
 
 
 def prepare_sqlite_store(tracking_uri: str) -> None:

@@ -10,8 +10,9 @@ Why not MLflow's own ``synchronous=False``: its queues batch params and metrics 
 ``log_batch`` per run here) and log artifacts from a thread pool with no order between them and the
 end of the run, and a failed operation is logged, then raised only to whoever waits on it. Here a
 run's status is set only after its artifacts are written, and a job that fails goes through the
-tracker's fault path (the run ends FAILED with ``robustness.logging_error`` where the store answers)
-and leaves a line in ``faults``, which the session reports at its end (never swallowed).
+tracker's fault path (the run ends FAILED with ``robustness.logging_error`` where the store answers;
+a job writing one of its files leaves the line in ``failed`` for the run's end) and leaves a line in
+``faults``, which the session reports at its end (never swallowed).
 
 ``synchronous``: every job runs at once in the caller (``--robustness-sync-logging``, for debugging).
 The session drains the writer before it ends its runs (``Tracker.drain``); once interrupted, with a
@@ -38,6 +39,7 @@ class Job:
     run_id: str | None
     label: str  # what it writes, e.g. "adversarial_examples.npz of test_fgm[...]"
     work: Callable[[], None]
+    ends_run: bool = False  # the run's end: its fault is the session's to report
     done: threading.Event = field(default_factory=threading.Event)
 
 
@@ -54,14 +56,14 @@ class Writer:
         self.synchronous = synchronous
         self.name = name
         self.faults: list[str] = []  # a line per job that failed on the thread (read by the session's end)
-        self.seconds = 0.0  # time the thread spent working
+        self.failed: dict[str, str] = {}  # run -> what a job of it could not write: its end says so (FAILED)
         self._jobs: collections.deque[Job] = collections.deque()
         self._running: Job | None = None
         self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
 
-    def submit(self, run_id: str | None, label: str, work: Callable[[], None]) -> None:
+    def submit(self, run_id: str | None, label: str, work: Callable[[], None], ends_run: bool = False) -> None:
         """Run ``work`` after every job submitted before it; at once (raising) when synchronous or closed."""
         if self.synchronous or self._closed:
             work()
@@ -69,7 +71,7 @@ class Writer:
         with self._changed:
             while len(self._jobs) >= MAX_QUEUED and self._alive():
                 self._changed.wait(0.5)
-            self._jobs.append(Job(run_id, label, work))
+            self._jobs.append(Job(run_id, label, work, ends_run))
             if not self._alive():
                 self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
                 self._thread.start()
@@ -106,6 +108,7 @@ class Writer:
         for job in [*self.pending(), *self.cancel()]:
             labels = unwritten.setdefault(job.run_id, [])
             labels += [job.label] if job.label not in labels else []
+        self.faults += [self.failed.pop(run_id) for run_id in unwritten if run_id in self.failed]  # no end to say it
         return unwritten
 
     def close(self, interrupted: Callable[[], bool] = lambda: False) -> bool:
@@ -147,13 +150,15 @@ class Writer:
                     return
                 job = self._running = self._jobs.popleft()
                 self._changed.notify_all()
-            started = time.perf_counter()
             try:
                 job.work()
-            except BaseException as exc:  # noqa: BLE001 - recorded for the session's end, never swallowed
-                self.faults.append(f"{job.label}: {describe(exc)}")
+            except BaseException as exc:  # noqa: BLE001 - reported by its run's end, or the session's
+                line = f"{job.label}: {describe(exc)}"
+                if job.run_id is None or job.ends_run or job.run_id in self.failed:
+                    self.faults.append(line)
+                else:
+                    self.failed[job.run_id] = line
             finally:
-                self.seconds += time.perf_counter() - started
                 with self._changed:
                     self._running = None
                     job.done.set()
