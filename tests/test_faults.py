@@ -137,11 +137,26 @@ import time
 GROUP = os.environ.get("KILL_SERVER_GROUP")
 
 
+def written(url):
+    """Every test run in the store has ended: the session's background writer has written the first test."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(url)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(experiments, "tags.`robustness.kind` = 'test'")
+    return found and all(run.info.status != "RUNNING" for run in found)
+
+
 def pytest_runtest_logfinish(nodeid, location):
-    """After the first test, SIGTERM the tracking server and wait until its port refuses connections."""
+    """After the first test's records are written, SIGTERM the tracking server and wait until its port
+    refuses connections."""
     global GROUP
     if not GROUP:
         return
+    deadline = time.monotonic() + 60
+    while not written(os.environ["KILL_SERVER_URL"]):
+        assert time.monotonic() < deadline, "the first test's run was not written"
+        time.sleep(0.1)
     os.killpg(int(GROUP), signal.SIGTERM)
     GROUP, port = None, int(os.environ["KILL_SERVER_PORT"])
     deadline = time.monotonic() + 20
@@ -181,6 +196,7 @@ def test_server_going_away_mid_session_loses_nothing(pytester, server, monkeypat
     pytester.makepyfile(test_cells=THREE_CELLS)
     monkeypatch.setenv("KILL_SERVER_GROUP", str(server.process.pid))
     monkeypatch.setenv("KILL_SERVER_PORT", str(server.port))
+    monkeypatch.setenv("KILL_SERVER_URL", server.url)
     # its own process, which ends like any CI job's: the next session finds its session run orphaned
     started = time.monotonic()
     first = pytester.runpytest_subprocess(*TINY, "--mlflow-uri", server.url, "--junitxml", "first.xml",
@@ -251,24 +267,32 @@ def tiny_filesystem(tmp_path):
         yield mount_point
 
 
-def test_full_artifact_store_ends_runs_failed_and_keeps_the_metrics(pytester, trained_store, tiny_filesystem):
-    experiment = "full_disk"
+@pytest.mark.parametrize("sync", [True, False], ids=["sync-logging", "background-writer"])
+def test_full_artifact_store_ends_runs_failed_and_keeps_the_metrics(pytester, trained_store, tiny_filesystem, sync):
+    """With ``--robustness-sync-logging`` each test reports its run's fault as an error at once; with the
+    background writer (the default) the tests have passed when the writes fail, so the session reports a line
+    per run naming its test, and fails as a test error would make it."""
+    experiment = f"full_disk_{'sync' if sync else 'background'}"
     client = trained_store.client
     client.create_experiment(experiment, artifact_location=tiny_filesystem.as_uri())
     pytester.makepyfile(test_suite=FGM_SUITE)
-    args = ("--model-uri", f"models:/{MODEL_NAME}/1", "--experiment", experiment, "--junitxml", "report.xml")
+    args = ("--model-uri", f"models:/{MODEL_NAME}/1", "--experiment", experiment, "--junitxml", "report.xml",
+            *(["--robustness-sync-logging"] if sync else []))
     first = run_robustness(pytester, *args, store=trained_store)
     assert first.ret == pytest.ExitCode.TESTS_FAILED
-    first.assert_outcomes(passed=2, errors=2)
+    first.assert_outcomes(passed=2, errors=2 if sync else 0)
     output = first.stdout.str()
     assert "Traceback" not in output
     lines = [line for line in report_lines(first) if "its artifacts could not be stored in" in line]
     assert len(lines) == 2, output
     assert all("No space left on device" in line and "ends FAILED" in line for line in lines)
     cases = junit_cases(pytester.path / "report.xml")
+    if not sync:
+        assert all(sum(f"end of {name}: MLflow run" in line for line in lines) == 1 for name in cases)  # named
     for name, case in cases.items():
         assert all(metric in properties(case) for metric in METRICS), name
-        assert "No space left on device" in case.find("error").get("message")
+        if sync:
+            assert "No space left on device" in case.find("error").get("message")
 
     runs = {r.data.tags["mlflow.runName"]: r for r in trained_store.runs(experiment)}
     assert not [r for r in runs.values() if r.info.status == "RUNNING"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -19,11 +19,15 @@ EVIDENCE_VERSION = 1  # bump when the evidence pictures change: it keys the cach
 
 def log_examples(tracker, run_id: str, cache, result: AttackResult, prefix: str = "",
                  undefended: AttackResult | None = None, class_names=(), keep: int | None = None,
-                 seed: int = 0) -> int | None:
+                 seed: int = 0, submit: Callable[[str, Callable[[], None]], None] | None = None) -> int | None:
     """Examples, per-image distances and evidence PNGs into run ``run_id``. The examples file
     (``data.example_files``: compact, exact) is content-addressed in the cache, so a re-run copies it
     instead of compressing megabytes again. ``keep`` examples at most (0: all; None: the default size
-    bound), a sample drawn from ``seed``; returns how many clean images the file keeps (None: not logged)."""
+    bound), a sample drawn from ``seed``; returns how many clean images the file keeps (None: not logged).
+
+    ``submit(what, work)`` runs each file's writing (e.g. on the tracker's background writer; default: at
+    once). A picture of a defense's view of the images is drawn here: drawing it runs the defense, seeded."""
+    submit = submit or (lambda what, work: work())
     kept_count = None
     if undefended is None or result.x_adv is not undefended.x_adv:  # oblivious: the same examples, logged once
         # A deployed attack's rows also say which clean image each derives from and whether it carries
@@ -36,38 +40,54 @@ def log_examples(tracker, run_id: str, cache, result: AttackResult, prefix: str 
         else:
             kept_count = example_files.examples_to_keep(n, int(result.x_clean[0].size) * 4 if n else 0, keep)
             kept = example_files.keep_sample(n, kept_count, seed)
-        key = cache.key("examples", example_files.FORMAT_VERSION,
-                        *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true, *pairing.values())),
-                        None if kept is None else content_digest(kept))
 
-        def write(path):
-            arrays = dict(x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true, **pairing)
-            if result.kept_index is not None and kept is not None:
-                arrays.update(y_true=result.y_true[kept], kept_index=kept)
-            elif kept is not None:
-                arrays = example_files.subset(kept, **arrays)
-            example_files.write_examples(path, **arrays)
+        def examples() -> None:
+            key = cache.key("examples", example_files.FORMAT_VERSION,
+                            *(content_digest(a) for a in (result.x_clean, result.x_adv, result.y_true,
+                                                          *pairing.values())),
+                            None if kept is None else content_digest(kept))
 
-        with cache.file(key, f"{prefix}adversarial_examples.npz", write) as npz:
-            tracker.log_artifact(run_id, npz)
-        if result.distances:
-            with cache.file(key, f"{prefix}distance_metrics.csv",
-                            lambda path: path.write_bytes(distance_csv(result.distances))) as csv_file:
-                tracker.log_artifact(run_id, csv_file)
+            def write(path):
+                arrays = dict(x_clean=result.x_clean, x_adv=result.x_adv, y_true=result.y_true, **pairing)
+                if result.kept_index is not None and kept is not None:
+                    arrays.update(y_true=result.y_true[kept], kept_index=kept)
+                elif kept is not None:
+                    arrays = example_files.subset(kept, **arrays)
+                example_files.write_examples(path, **arrays)
+
+            with cache.file(key, f"{prefix}adversarial_examples.npz", write) as npz:
+                tracker.log_artifact(run_id, npz)
+            if result.distances:
+                with cache.file(key, f"{prefix}distance_metrics.csv",
+                                lambda path: path.write_bytes(distance_csv(result.distances))) as csv_file:
+                    tracker.log_artifact(run_id, csv_file)
+
+        submit(f"{prefix}adversarial_examples.npz", examples)
     # Pictures are content-addressed too: keyed by what is drawn, drawn only when missing.
     if result.attack == "patch" and result.run is not None:
         patches = result.run.x_adv
-        key = cache.key("patch.png", EVIDENCE_VERSION, content_digest(patches))
-        with cache.file(key, f"{prefix}patch.png",
-                        lambda path: path.write_bytes(pictures.patch_png(patches))) as png:
-            tracker.log_artifact(run_id, png)
+
+        def patch() -> None:
+            key = cache.key("patch.png", EVIDENCE_VERSION, content_digest(patches))
+            with cache.file(key, f"{prefix}patch.png",
+                            lambda path: path.write_bytes(pictures.patch_png(patches))) as png:
+                tracker.log_artifact(run_id, png)
+
+        submit(f"{prefix}patch.png", patch)
     columns = sample_columns(result, undefended, class_names)
-    key = cache.key("samples.png", EVIDENCE_VERSION,
-                    [(title, images.key if isinstance(images, Deferred) else content_digest(images), list(captions))
-                     for title, images, captions in columns])
-    with cache.file(key, f"{prefix}samples.png", lambda path: path.write_bytes(pictures.sample_grid_png(
-            [(title, np.asarray(images), captions) for title, images, captions in columns]))) as png:
-        tracker.log_artifact(run_id, png)
+
+    def samples() -> None:
+        key = cache.key("samples.png", EVIDENCE_VERSION,
+                        [(title, images.key if isinstance(images, Deferred) else content_digest(images),
+                          list(captions)) for title, images, captions in columns])
+        with cache.file(key, f"{prefix}samples.png", lambda path: path.write_bytes(pictures.sample_grid_png(
+                [(title, np.asarray(images), captions) for title, images, captions in columns]))) as png:
+            tracker.log_artifact(run_id, png)
+
+    if any(isinstance(images, Deferred) for _, images, _ in columns):
+        samples()
+    else:
+        submit(f"{prefix}samples.png", samples)
     return kept_count
 
 

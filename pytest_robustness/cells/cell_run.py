@@ -85,9 +85,12 @@ class CellRun:
 
     def log_examples(self, result: AttackResult, prefix: str = "", undefended: AttackResult | None = None) -> None:
         """Examples, per-image distances and evidence PNGs (``artifacts``) into this test's run."""
-        settings = self.session.settings
-        kept = artifacts.log_examples(self.session.tracker, self.ensure_run(), self.session.cache, result, prefix,
-                                      undefended, self.session.data_info.class_names, settings.keep_examples,
-                                      settings.seed)
+        settings, tracker, run_id = self.session.settings, self.session.tracker, self.ensure_run()
+
+        def submit(what, work) -> None:  # written by the session's writer, before the run ends
+            tracker.writer.submit(run_id, f"{what} of {self.item.name}", work)
+
+        kept = artifacts.log_examples(tracker, run_id, self.session.cache, result, prefix, undefended,
+                                      self.session.data_info.class_names, settings.keep_examples, settings.seed, submit)
         if kept is not None:  # how many clean images (of the param samples) the examples file keeps
             self.session.tracker.log_params(self.ensure_run(), {f"{prefix}kept_examples": kept})

@@ -54,6 +54,9 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption("--mlflow-timeout", default=None, metavar="SECONDS",
                     help="seconds the start-up probe of an http(s) tracking server waits for it to answer "
                          "[ini: robustness_mlflow_timeout; default 5]")
+    group.addoption("--robustness-sync-logging", action="store_true", default=None,
+                    help="write each test's MLflow artifacts and end its run before the next test starts, not on a "
+                         "background thread (for debugging) [ini: robustness_sync_logging; default false]")
     # Integers are parsed in read_settings, not by argparse, so a bad value gets
     # the same one-line error whether it came from the command line or an ini key.
     group.addoption("--robustness-seed", default=None, metavar="SEED",
@@ -116,6 +119,7 @@ def add_options(parser: pytest.Parser) -> None:
     parser.addini("robustness_cache", "default --robustness-cache", default="readwrite")
     parser.addini("robustness_cache_dir", "default --robustness-cache-dir", default="")
     parser.addini("robustness_mlflow_timeout", "default --mlflow-timeout", default="5")
+    parser.addini("robustness_sync_logging", "default --robustness-sync-logging", type="bool", default=False)
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ class Settings:
     mlflow_uri: str = ""
     mlflow_uri_source: str = "--mlflow-uri"  # where the URI came from, for messages: option, env or default
     mlflow_timeout: float = 5.0
+    sync_logging: bool = False  # --robustness-sync-logging: no background writer
     seed: int = 0
     gpu: bool = False
     training: TrainingParams = field(default_factory=TrainingParams)
@@ -321,6 +326,7 @@ def read_settings(config: pytest.Config) -> Settings:
         mlflow_uri=mlflow_uri,
         mlflow_uri_source=mlflow_uri_source,
         mlflow_timeout=mlflow_timeout,
+        sync_logging=bool(opt("--robustness-sync-logging") or config.getini("robustness_sync_logging")),
         seed=seed,
         gpu=bool(opt("--gpu")),
         training=training,

@@ -52,6 +52,7 @@ PLUGIN_KEY = pytest.StashKey["RobustnessPlugin"]()
 PLUGIN_NAME = "robustness-run"
 REPORTS_KEY = pytest.StashKey[dict]()
 GUARD_NAME = "robustness-signals"
+WRITE_FAULTS = "robustness_write_faults"  # a worker's writer faults, in its workeroutput
 
 
 class RobustnessPlugin:
@@ -188,17 +189,31 @@ class RobustnessPlugin:
     @pytest.hookimpl(trylast=True)  # after junitxml has written the XML the session run attaches
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         with dependency_warnings_ignored():
-            self.finish(exitstatus)
+            self.finish(exitstatus, session)
 
-    def finish(self, exitstatus: int) -> None:
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node, error) -> None:
+        """xdist controller: what a worker's writer could not write, reported with this session's faults."""
+        self.faults += getattr(node, "workeroutput", {}).get(WRITE_FAULTS, [])
+
+    def finish(self, exitstatus: int, session: pytest.Session | None = None) -> None:
         """The end-of-session work, in this order (Ctrl-C lands here too). A tracking server that went
         away costs one line each, never the session: what was computed is in the JUnit XML and the cache."""
         signalled = {SIGNAL_TAG: self.guard.signal_name} if self.guard.received is not None else {}
-        if self.session is not None:  # 1. this process's runs: KILLED if never finished; its cache writes done
-            self.session.tracker.kill_open_runs("KILLED", signalled)
-            self.session.cache.flush()
+        if self.session is not None:  # 1. the background writer's queue, then this process's runs: KILLED if open
+            def interrupted() -> bool:  # (a signal may come while the session waits for the writer)
+                return self.guard.received is not None or exitstatus == pytest.ExitCode.INTERRUPTED
+
+            self.session.tracker.kill_open_runs("KILLED", signalled, interrupted)
+            self.faults += self.session.tracker.drain()
+            self.session.cache.flush()  # the adversarial examples' background cache writes
         if is_worker(self.config):
+            self.config.workeroutput[WRITE_FAULTS] = list(self.faults)
             return
+        if self.faults and exitstatus == pytest.ExitCode.OK:  # a test's records were lost: as a test error would
+            exitstatus = pytest.ExitCode.TESTS_FAILED
+            if session is not None:
+                session.exitstatus = exitstatus
         run_id = self.session_run_id()
         if run_id is None and not self.gate.cells:
             return

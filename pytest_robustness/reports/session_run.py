@@ -58,7 +58,8 @@ def open_session(config: pytest.Config, settings: Settings, token: str, threshol
         pytest.exit(str(exc), returncode=pytest.ExitCode.USAGE_ERROR)
     mlflow.set_tracking_uri(settings.mlflow_uri)
     runs.prepare_sqlite_store(settings.mlflow_uri)  # xdist workers must not migrate a new database at once
-    tracker = runs.Tracker(settings.mlflow_uri, settings.experiment, settings.mlflow_timeout)
+    tracker = runs.Tracker(settings.mlflow_uri, settings.experiment, settings.mlflow_timeout,
+                           synchronous_writes=settings.sync_logging)
     _attach_session_run(config, tracker, settings, token)
     session = RobustnessSession(settings, tracker, "/CPU:0", thresholds, terminal_progress(config))
     if settings.gpu:

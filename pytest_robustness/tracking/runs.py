@@ -16,6 +16,10 @@ buffer and creates the run when it ends if the server is back; a run whose
 records cannot be written ends FAILED where the store still answers, and the
 test reports one line saying what failed (its numbers are in the JUnit XML and
 the cache, so a re-run logs them without recomputing).
+
+A buffered run's slow part (artifact files, upload, end) runs on the session's ``writer`` thread, in order,
+so the next test starts at once; its faults take the same path there and are reported at the session's
+end (``drain``, which ``kill_open_runs`` calls first: a run the writer is to end is not in ``open_runs``).
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from . import uninterrupted
 from .orphans import close_orphaned_runs, owner_tag
 from .server_health import GuardedClient, TrackingFault, TrackingUnavailable
 from .store_checks import sqlite_lock
+from .writer import Writer
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 RUN_NAME_TAG = "mlflow.runName"
@@ -51,6 +57,7 @@ MAX_PARAMS_TAGS_PER_BATCH = 100
 MAX_ENTITIES_PER_BATCH = 1000
 OFFLINE_PREFIX = "offline-"  # a buffered run not created yet: the server was gone when it started
 FAULT_TAG = "robustness.logging_error"
+_STAGING_LOCK = threading.Lock()
 
 
 def _stringify(value: Any) -> str:
@@ -67,11 +74,13 @@ class RunBuffer:
     tags: dict[str, str] = field(default_factory=dict)
     staging: tempfile.TemporaryDirectory | None = None
     pending: dict[str, Any] | None = None  # offline: create_run's arguments, for when the server is back
+    name: str = ""  # the run's name, for what the writer reports
 
     def stage(self, name: str, artifact_path: str | None = None) -> Path:
         """Where an artifact ``name`` (under ``artifact_path``) goes before the run's one upload."""
-        if self.staging is None:
-            self.staging = tempfile.TemporaryDirectory(prefix="robustness-run-")
+        with _STAGING_LOCK:  # the main thread and the writer's may both stage
+            if self.staging is None:
+                self.staging = tempfile.TemporaryDirectory(prefix="robustness-run-")
         folder = Path(self.staging.name, *(artifact_path.split("/") if artifact_path else ()))
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / name
@@ -82,7 +91,8 @@ class RunBuffer:
 class Tracker:
     """The MLflow client of one pytest process, with the runs it opened."""
 
-    def __init__(self, tracking_uri: str, experiment: str, probe_timeout: float | None = None):
+    def __init__(self, tracking_uri: str, experiment: str, probe_timeout: float | None = None,
+                 synchronous_writes: bool = False):
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
@@ -92,6 +102,8 @@ class Tracker:
         self.session_run_id: str | None = None
         self.open_runs: set[str] = set()
         self.buffers: dict[str, RunBuffer] = {}
+        self.writer = Writer(synchronous_writes)
+        self.abandoned: set[str] = set()  # runs ended KILLED while the writer still had their work
         atexit.register(self.kill_open_runs)
 
     # -- experiment and session run -------------------------------------------------
@@ -164,7 +176,7 @@ class Tracker:
             self.buffers[run_id] = RunBuffer(pending=pending)
         self.open_runs.add(run_id)
         if buffered:
-            self.buffers.setdefault(run_id, RunBuffer())
+            self.buffers.setdefault(run_id, RunBuffer()).name = name
         return run_id
 
     def end_run(self, run_id: str, status: str) -> str:
@@ -173,8 +185,37 @@ class Tracker:
         in one line what failed. Returns the run's id (an offline run gets its real one here)."""
         if run_id not in self.open_runs:
             return run_id
+        buffer = self.buffers.get(run_id)
+        if (buffer is not None and not self.writer.synchronous and not self.writer.closed and buffer.pending is None
+                and self.client.health.gone is None):  # (a fault known now is reported by the test, at once)
+            self.open_runs.discard(run_id)
+            self.writer.submit(run_id, f"records and end of {buffer.name or run_id}", lambda: self._end_run(run_id, status),
+                               ends_run=True)
+            return run_id
+        self.writer.wait(run_id)  # its artifacts first
         with uninterrupted.section():  # a signal waits until the run's records are written
             return self._end_run(run_id, status)
+
+    def drain(self, interrupted: Callable[[], bool] = lambda: False) -> list[str]:
+        """Wait for the writer, then close it (once ``interrupted()``, a bounded time: ``Writer.close``); what it could
+        not finish is dropped, those runs end KILLED, saying so. A line per fault of the writer, for the session."""
+        if not self.writer.close(interrupted):
+            for run_id, labels in self.writer.abandon().items():
+                line = f"interrupted before the writer finished: {'; '.join(labels)}"
+                self.abandoned.add(run_id)
+                buffer = self.buffers.pop(run_id, None) or RunBuffer()
+                if buffer.staging is not None:
+                    buffer.staging.cleanup()
+                if run_id and not run_id.startswith(OFFLINE_PREFIX):
+                    with contextlib.suppress(Exception, TrackingFault):  # its tags (outcome, signal) and why
+                        tags = {**buffer.tags, FAULT_TAG: line[:MAX_PARAM_LENGTH]}
+                        self.set_tags(run_id, dict(list(tags.items())[-MAX_PARAMS_TAGS_PER_BATCH:]))
+                        self.client.set_terminated(run_id, status="KILLED")
+                self.writer.faults.append(f"MLflow run {run_id} ends KILLED, {line}")
+        for run_id in [r for r in self.writer.failed if r not in self.open_runs]:  # no end to come: said here
+            self.writer.faults.append(self.writer.failed.pop(run_id))
+        faults, self.writer.faults = self.writer.faults, []
+        return faults
 
     def _end_run(self, run_id: str, status: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -184,16 +225,20 @@ class Tracker:
             run_id = self._create_offline_run(run_id)
         try:
             self.flush(run_id)
+            if run_id in self.writer.failed:  # a file of this run the writer could not write
+                raise TrackingFault(self.writer.failed.pop(run_id))
         except BaseException as exc:
             failed = "KILLED" if status == "KILLED" else "FAILED"
             line = exc.msg if isinstance(exc, TrackingFault) else " ".join(f"{type(exc).__name__}: {exc}".split())
             with contextlib.suppress(Exception, TrackingFault):  # the store may be gone too
-                self.client.set_tag(run_id, FAULT_TAG, line[:MAX_PARAM_LENGTH])
-                self.client.set_terminated(run_id, status=failed)
+                if run_id not in self.abandoned:
+                    self.client.set_tag(run_id, FAULT_TAG, line[:MAX_PARAM_LENGTH])
+                    self.client.set_terminated(run_id, status=failed)
             if isinstance(exc, (TrackingFault, MlflowException)):
                 raise TrackingFault(f"MLflow run {run_id} ends {failed}: {line[:500]}") from None
             raise
-        self.client.set_terminated(run_id, status=status)
+        if run_id not in self.abandoned:  # (an interruption's deadline ended it KILLED meanwhile)
+            self.client.set_terminated(run_id, status=status)
         return run_id
 
     def _create_offline_run(self, offline_id: str) -> str:
@@ -253,8 +298,11 @@ class Tracker:
         return (f"its artifacts could not be stored in {where} ({reason}); its params and metrics are logged, "
                 "and are in the JUnit XML and the cache")
 
-    def kill_open_runs(self, status: str = "KILLED", tags: Mapping[str, Any] | None = None) -> None:
-        """End every run this process still has open (``tags`` first, e.g. the signal that ended the session)."""
+    def kill_open_runs(self, status: str = "KILLED", tags: Mapping[str, Any] | None = None,
+                       interrupted: Callable[[], bool] = lambda: True) -> None:
+        """End every run this process still has open (``tags`` first, e.g. the signal that ended the session),
+        after the writer's queue (``drain``; its faults stay for the caller's ``drain``)."""
+        self.writer.faults[:0] = self.drain(interrupted)
         for run_id in list(self.open_runs):
             try:
                 if tags:
@@ -301,6 +349,7 @@ class Tracker:
 
     def staged_artifacts(self, run_id: str) -> Path | None:
         """The folder of a buffered run's artifacts, before its upload (None when it staged none)."""
+        self.writer.wait(run_id)  # what the writer still has to stage
         buffer = self.buffers.get(run_id)
         return Path(buffer.staging.name) if buffer is not None and buffer.staging is not None else None
 
@@ -331,7 +380,6 @@ class Tracker:
 def process_label() -> str:
     """``gw0``, ``gw1``, ... under pytest-xdist, ``main`` otherwise."""
     return os.environ.get("PYTEST_XDIST_WORKER", "main")
-
 
 
 def prepare_sqlite_store(tracking_uri: str) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -187,23 +188,33 @@ def health(uri: str, timeout: float | None = None) -> ServerHealth:
     return found
 
 
+_RETRIES_LOCK = threading.Lock()
+_retries = {"users": 0, "changed": {}, "level": logging.NOTSET}  # shared by the calls inside, on any thread
+
+
 @contextlib.contextmanager
 def bounded_retries() -> Iterator[None]:
     """MLflow reads its retry settings from the environment at each request: bound them for the
-    calls inside, unless the user set them."""
-    changed = {k: v for k, v in BOUNDED_RETRIES.items() if k not in os.environ}
-    os.environ.update(changed)
-    # urllib3 warns at each retry; the outcome is reported once, by the caller
+    calls inside, unless the user set them. Calls on several threads (the session's writer) share the
+    setting, set by the first and removed when the last ends."""
     retry_log = logging.getLogger("urllib3.connectionpool")
-    level = retry_log.level
-    if changed:
-        retry_log.setLevel(logging.ERROR)
+    with _RETRIES_LOCK:
+        if _retries["users"] == 0:
+            changed = {k: v for k, v in BOUNDED_RETRIES.items() if k not in os.environ}
+            os.environ.update(changed)
+            _retries.update(changed=changed, level=retry_log.level)
+            if changed:  # urllib3 warns at each retry; the outcome is reported once, by the caller
+                retry_log.setLevel(logging.ERROR)
+        _retries["users"] += 1
     try:
         yield
     finally:
-        retry_log.setLevel(level)
-        for key in changed:
-            os.environ.pop(key, None)
+        with _RETRIES_LOCK:
+            _retries["users"] -= 1
+            if _retries["users"] == 0:
+                retry_log.setLevel(_retries["level"])
+                for key in _retries["changed"]:
+                    os.environ.pop(key, None)
 
 
 class GuardedClient:
