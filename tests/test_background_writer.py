@@ -75,7 +75,7 @@ def test_fgm(robustness, params):
     robustness.check(result, clean_accuracy=0.1)
 '''
 SLOW_S = 3.0
-VARYING_TAGS = ("robustness.seconds.", "robustness.examples", "robustness.owner", "mlflow.")
+VARYING_TAGS = ("robustness.seconds.", "robustness.attack_seconds", "robustness.examples", "robustness.owner", "mlflow.")
 
 
 def events(log: Path) -> list[dict]:
