@@ -49,8 +49,14 @@ TORCH_MEAN, TORCH_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def user_network(application: str, preprocessing: str, photos: Path) -> keras.Model:
     """The user's fine-tuning model on [0, 255] RGB pixels: preprocessing inside, a keras.applications base
-    without its top (random weights here, frozen as when fine-tuning), average pooling, and a Dense head of
-    two logits, trained a few epochs on the folder's training images."""
+    without its top (frozen, as when fine-tuning), average pooling, and a head of two logits trained a few
+    epochs on the folder's training images.
+
+    Without downloads the base's weights are random, and a random VGG16's pooled features hardly vary between
+    images (about 1%: its Glorot-initialised ReLU stack shrinks them layer by layer), which ImageNet weights
+    would make informative; so the head standardises them over the training images (a ``Normalization`` layer
+    adapted on them) and the model's output depends on its input, as a fine-tuned model's does. Without it
+    the gate rightly flags the model (PGD at eps 1 changes no prediction)."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((SIZE, SIZE, 3), name="pixels")
     if preprocessing == "caffe":  # what keras.applications' ResNet50/VGG16 weights expect
@@ -62,12 +68,16 @@ def user_network(application: str, preprocessing: str, photos: Path) -> keras.Mo
     base = getattr(keras.applications, application)(include_top=False, weights=None, input_shape=(SIZE, SIZE, 3),
                                                    pooling="avg")
     base.trainable = False
-    outputs = keras.layers.Dense(2, name="head")(base(x))
-    model = keras.Model(inputs, outputs, name=f"user_{application.lower()}_{preprocessing}")
+    features = base(x)
     data = load_folder(photos)
+    pixels = data.x_train * 255.0
+    standardise = keras.layers.Normalization(name="feature_scale")
+    standardise.adapt(keras.Model(inputs, features).predict(pixels, verbose=0))
+    outputs = keras.layers.Dense(2, name="head")(standardise(features))
+    model = keras.Model(inputs, outputs, name=f"user_{application.lower()}_{preprocessing}")
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    model.fit(data.x_train * 255.0, data.y_train, epochs=3, batch_size=8, verbose=0)
+    model.fit(pixels, data.y_train, epochs=3, batch_size=8, verbose=0)
     return model
 
 
@@ -86,9 +96,9 @@ def photos(tmp_path_factory) -> Path:
     return photo_folder(tmp_path_factory.mktemp("photos") / "photos", {"training": 4, "testing": 2})
 
 
-def art_fgm(model, x_clean: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """ART's FastGradientMethod on the user's model fed [0, 1] images scaled to [0, 255]:
-    (x_adv, clean predictions, adversarial predictions)."""
+def art_fgm(model, x_clean: np.ndarray, eps: float) -> dict[str, np.ndarray]:
+    """ART's FastGradientMethod on the user's model fed [0, 1] images scaled to [0, 255]: the adversarial images,
+    clean and adversarial predictions, and the loss gradient FGM took the sign of."""
     from art.attacks.evasion import FastGradientMethod
     from art.estimators.classification import TensorFlowV2Classifier
 
@@ -96,7 +106,9 @@ def art_fgm(model, x_clean: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndar
     classifier = TensorFlowV2Classifier(scaled, nb_classes=2, input_shape=(SIZE, SIZE, 3), clip_values=(0.0, 1.0),
                                         loss_object=keras.losses.CategoricalCrossentropy(from_logits=True))
     x_adv = FastGradientMethod(classifier, norm=np.inf, eps=eps, eps_step=0.1).generate(x_clean)
-    return x_adv, classifier.predict(x_clean).argmax(1), classifier.predict(x_adv).argmax(1)
+    clean = classifier.predict(x_clean).argmax(1)
+    gradient = classifier.loss_gradient(x_clean, np.eye(2, dtype=np.float32)[clean])  # labels: its predictions
+    return dict(x_adv=x_adv, clean=clean, adversarial=classifier.predict(x_adv).argmax(1), gradient=gradient)
 
 
 def gate(pytester, photos: Path, store: Store, *model_args: str):
@@ -112,16 +124,25 @@ def gate(pytester, photos: Path, store: Store, *model_args: str):
 
 
 def assert_cell_is_arts(store: Store, run, model, tmp_path: Path) -> None:
-    """The cell's adversarial images and accuracy are ART's FGM's on the same model and images; no masking."""
+    """The cell's numbers are ART's FGM's on the same model and images, and so are its adversarial images but
+    where the gradient's sign is a matter of float rounding; no masking suspected."""
     assert run.data.params["input_range"] == "0,255"
     assert run.data.tags["robustness.gradient_masking"] == "none suspected"
     examples = read_examples(store.download(run.info.run_id, "adversarial_examples.npz", tmp_path))
     assert examples["x_clean"].shape == (4, SIZE, SIZE, 3)
-    x_adv, clean, adversarial = art_fgm(model, examples["x_clean"], EPS)
-    np.testing.assert_allclose(examples["x_adv"], x_adv, atol=1e-6)
-    assert run.data.metrics["clean_accuracy"] == np.mean(clean == examples["y_true"])
-    assert run.data.metrics["adversarial_accuracy"] == np.mean(adversarial == examples["y_true"])
-    assert (adversarial != clean).any()  # the attack moved predictions: the comparison is not of two no-ops
+    art = art_fgm(model, examples["x_clean"], EPS)
+    assert run.data.metrics["clean_accuracy"] == np.mean(art["clean"] == examples["y_true"])
+    assert run.data.metrics["adversarial_accuracy"] == np.mean(art["adversarial"] == examples["y_true"])
+    assert (art["adversarial"] != art["clean"]).any()  # the attack moved predictions: not two no-ops compared
+    # The compiled kernel differentiates in a tf.function graph, ART eagerly: where the gradient is within float
+    # rounding of zero (saturated pixels, ties in max pooling) its sign, hence the step, may differ. Measured at
+    # 224x224: ResNet50 none, VGG16 0.22% of the values, each where ART's |gradient| is below 1e-6 of its largest.
+    differs = np.abs(examples["x_adv"] - art["x_adv"]) > 1e-6
+    magnitude = np.abs(art["gradient"])
+    print(f"x_adv: {differs.mean():.4%} of the values differ from ART's; ART's |gradient| there at most "
+          f"{magnitude[differs].max(initial=0.0) / magnitude.max():.2e} of its largest")
+    assert differs.mean() <= 0.005
+    assert magnitude[differs].max(initial=0.0) <= 1e-6 * magnitude.max()
 
 
 @pytest.fixture(scope="module")

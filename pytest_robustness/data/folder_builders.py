@@ -15,6 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from ..errors import RobustnessUsageError
 
 PHOTO_SIZE = 224
@@ -26,7 +28,6 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 def photo_folder(root: Path | str, per_class: dict[str, int], size: int = PHOTO_SIZE, seed: int = 0) -> Path:
     """``root/<split>/<class>/*.jpg``: ``per_class[split]`` crops of each sample photograph, ``size`` pixels
     square (at most 427, the photographs' height)."""
-    import numpy as np
     from PIL import Image
     from sklearn.datasets import load_sample_images
 
