@@ -7,10 +7,12 @@ the main job, the ART recomputation of a cell, the transfer demo, the suite snip
 gate of their own model (first without a champion, then as written), and the custom-attack example.
 
 Commands run in process exactly as written, with only these appended (they select or shrink, never
-change what a command means): ``-k`` choosing one to four cells, ``--samples 100``, ``--architecture``
+change what a command means): ``-k`` choosing one to four cells, ``--samples 100`` (``--samples 4`` for
+docs/real-size.md's 224x224 images), ``--architecture``
 for the suite snippets, the main job's cache folder for a second project, and pytest's in-process flags; ``MLFLOW_TRACKING_URI`` names the project's default
 store. Snippets run as written, with the README's placeholders (``RUN_ID``, ``"0f3c..."``) bound to
-runs of the journey. A block without a plan here, or a plan without its block, fails
+runs of the journey, and ``weights="imagenet"`` as ``weights=None`` (no downloads here). ``python SCRIPT.py``
+commands (docs/real-size.md's builders and training job) run as written, in process. A block without a plan here, or a plan without its block, fails
 ``test_every_block_has_a_plan``; blocks that cannot run here are skipped with the reason.
 """
 
