@@ -12,8 +12,9 @@ docs/real-size.md's 224x224 images), ``--architecture``
 for the suite snippets, the main job's cache folder for a second project, and pytest's in-process flags; ``MLFLOW_TRACKING_URI`` names the project's default
 store. Snippets run as written, with the README's placeholders (``RUN_ID``, ``"0f3c..."``) bound to
 runs of the journey, and ``weights="imagenet"`` as ``weights=None`` (no downloads here). ``python SCRIPT.py``
-commands (docs/real-size.md's builders and training job) run as written, in process. A block without a plan here, or a plan without its block, fails
-``test_every_block_has_a_plan``; blocks that cannot run here are skipped with the reason.
+commands (docs/real-size.md's builders and training job) run as written, in process. A block without a plan
+here, or a plan without its block, fails ``test_every_block_has_a_plan``; blocks that cannot run here are
+skipped with the reason.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ SKIPS = {
     "strategy:\n": "GitHub Actions configuration (a matrix of jobs), not a command",
     "uses: actions/cache@v4": "GitHub Actions configuration (a cache step), not a command",
     "--samples 20 --gpu": "needs a GPU, which CI does not have; tests/test_architectures.py tests the rule that "
-                          "--gpu trains resnet50 at the data's own size (test_fruits360_folder_and_resnet50_at_32x32_on_cpu "
-                          "runs the same command on CPU)",
+                          "--gpu trains resnet50 at the data's own size (and "
+                          "test_fruits360_folder_and_resnet50_at_32x32_on_cpu runs the same command on CPU)",
 }
 
 

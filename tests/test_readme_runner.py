@@ -70,7 +70,8 @@ def test_a_command_the_runner_does_not_know_fails_and_installs_are_skipped_with_
 def test_a_python_script_runs_in_process_from_the_blocks_folder_with_its_arguments(tmp_path):
     (tmp_path / "tools").mkdir()
     (tmp_path / "tools" / "count.py").write_text(
-        "import pathlib, sys\nprint(len(sys.argv[1:]), pathlib.Path.cwd().name)\nsys.exit(3 if 'fail' in sys.argv else 0)\n")
+        "import pathlib, sys\nprint(len(sys.argv[1:]), pathlib.Path.cwd().name)\n"
+        "sys.exit(3 if 'fail' in sys.argv else 0)\n")
     shell = Shell(tmp_path, lambda args, cwd: (0, []), lambda k, v: None)
     doc = Block("docs/x.md", 1, "bash", "python tools/count.py a b\n")
     [outcome] = shell.run(doc)

@@ -78,8 +78,8 @@ def fruits360_folder(source: Path | str, dest: Path | str, classes: Iterable[str
         raise RobustnessUsageError(f"fruits360_folder: per_class {per_class}: expected at least 1")
     for split, dioptra_split in FRUITS360_SPLITS:
         for name in chosen:
-            images = sorted(p for p in (source / split / name).glob("*")
-                            if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES) if (source / split / name).is_dir() else []
+            folder = source / split / name  # a class may lack test images
+            images = sorted(p for p in folder.glob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             target = dest / dioptra_split / name
             target.mkdir(parents=True, exist_ok=True)
             for image in images[:per_class]:
