@@ -52,11 +52,12 @@ def user_network(application: str, preprocessing: str, photos: Path) -> keras.Mo
     without its top (frozen, as when fine-tuning), average pooling, and a head of two logits trained a few
     epochs on the folder's training images.
 
-    Without downloads the base's weights are random, and a random VGG16's pooled features hardly vary between
-    images (about 1%: its Glorot-initialised ReLU stack shrinks them layer by layer), which ImageNet weights
-    would make informative; so the head standardises them over the training images (a ``Normalization`` layer
-    adapted on them) and the model's output depends on its input, as a fine-tuned model's does. Without it
-    the gate rightly flags the model (PGD at eps 1 changes no prediction)."""
+    Without downloads the base's weights are random. ResNet50's BatchNormalization keeps its pooled features
+    varied between images; a random VGG16 (no BatchNormalization, Glorot-initialised ReLU layers) shrinks them
+    until they hardly vary (about 1%), which ImageNet weights would make informative, so the VGG16 head
+    standardises them over the training images (a ``Normalization`` layer adapted on them) and the model's output
+    depends on its input, as a fine-tuned model's does. Measured: without it the gate rightly flags the random
+    VGG16 (PGD at eps 1 changes no prediction); with it ResNet50's softmax saturates (zero gradients, flagged)."""
     keras.utils.set_random_seed(0)
     inputs = keras.Input((SIZE, SIZE, 3), name="pixels")
     if preprocessing == "caffe":  # what keras.applications' ResNet50/VGG16 weights expect
@@ -71,9 +72,11 @@ def user_network(application: str, preprocessing: str, photos: Path) -> keras.Mo
     features = base(x)
     data = load_folder(photos)
     pixels = data.x_train * 255.0
-    standardise = keras.layers.Normalization(name="feature_scale")
-    standardise.adapt(keras.Model(inputs, features).predict(pixels, verbose=0))
-    outputs = keras.layers.Dense(2, name="head")(standardise(features))
+    if application == "VGG16":
+        standardise = keras.layers.Normalization(name="feature_scale")
+        standardise.adapt(keras.Model(inputs, features).predict(pixels, verbose=0))
+        features = standardise(features)
+    outputs = keras.layers.Dense(2, name="head")(features)
     model = keras.Model(inputs, outputs, name=f"user_{application.lower()}_{preprocessing}")
     model.compile(optimizer=keras.optimizers.Adam(1e-3),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
