@@ -148,9 +148,10 @@ def resnet50(photos) -> keras.Model:
 
 
 @pytest.mark.slow  # 60-100 s on a shared 2-core CPU: building, fine-tuning and logging a 24M-parameter model
-# The backend crafting the cell: the compiled kernel on ResNet50; on this random-weight VGG16 the compiled
-# kernel's tf.function graph and ART's eager gradient differ in sign on 0.22% of the values (ReLU gates a float
-# rounding apart), with the same accuracies, so its cell runs ART's own FastGradientMethod (--attack-backend art).
+# The backend crafting the cell: the compiled kernel on ResNet50 (ART's images exactly). On this random-weight
+# VGG16 the compiled kernel's images differ from ART's on 0.22% of the values, with the same accuracies: the
+# model's own input gradient taken in a plain tf.function differs in sign from the eager one (ART's) on 0.43% of
+# the values (measured, no plugin code involved), so its cell runs ART's FastGradientMethod (--attack-backend art).
 @pytest.mark.parametrize("application, preprocessing, flavor, backend", [
     ("ResNet50", "caffe", mlflow.keras, "compiled"),
     ("VGG16", "torch", mlflow.tensorflow, "art"),
