@@ -57,25 +57,10 @@ LAUNCHER = textwrap.dedent('''
 
 
 def make_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> Path:
-    """``root/<split>/<class>/*.jpg``: 224x224 crops of the two sample photographs."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_sample_images
+    """``root/<split>/<class>/*.jpg``: 224x224 crops of the two sample photographs (the shared generator)."""
+    from pytest_robustness.data.folder_builders import photo_folder
 
-    photos = dict(zip(("china", "flower"), load_sample_images().images))
-    rng = np.random.default_rng(seed)
-    for split, count in per_class.items():
-        for name, photo in photos.items():
-            folder = root / split / name
-            folder.mkdir(parents=True, exist_ok=True)
-            height, width = photo.shape[:2]
-            for i in range(count):
-                top, left = rng.integers(0, height - SIZE), rng.integers(0, width - SIZE)
-                crop = photo[top:top + SIZE, left:left + SIZE].astype(np.float32)
-                crop = crop[:, ::-1] if rng.random() < 0.5 else crop
-                crop = np.clip(crop * rng.uniform(0.7, 1.3), 0, 255).astype(np.uint8)
-                Image.fromarray(crop).save(folder / f"{name}_{i:05d}.jpg", quality=int(rng.integers(70, 95)))
-    return root
+    return photo_folder(root, per_class, size=SIZE, seed=seed)
 
 
 def train_and_register(folder: Path, tracking_uri: str, name: str):

@@ -7,8 +7,9 @@
   so a block added to the README without a way to run it (or a reason to skip it) fails the test.
 - ``Shell``: a small interpreter of the README's shell lines: ``\\`` continuations, ``#`` comments,
   ``&&``, ``cd``, ``export``; ``pytest``/``python -m pytest`` run in process (the harness's runner) with
-  the harness's selection and size options appended; ``pip`` and ``mlflow`` (servers) are skipped with
-  the reason; any other program fails, naming it.
+  the harness's selection and size options appended; ``python SCRIPT.py ARGS`` runs the script as written
+  in process (``run_script``: ``__main__``, its ``sys.argv``, from the block's folder); ``pip`` and
+  ``mlflow`` (servers) are skipped with the reason; any other program fails, naming it.
 - ``run_python``: a snippet executed as written in a fresh namespace (placeholders the README marks as
   such, e.g. ``RUN_ID``, bound by the harness), its stdout returned.
 - ``check``: exit code and a line of the output, or an AssertionError naming the block and the output's tail.
@@ -18,8 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
+import runpy
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -143,6 +147,9 @@ class Shell:
             elif (program := next((p for p in PYTEST_PROGRAMS if tuple(argv[:len(p)]) == p), None)) is not None:
                 ret, lines = self.pytest([*argv[len(program):], *self.append], self.cwd)
                 self.outcomes.append(Outcome(argv, ret, lines))
+            elif argv[0] == "python" and len(argv) > 1 and argv[1].endswith(".py"):
+                ret, lines = run_script(argv[1:], self.cwd)
+                self.outcomes.append(Outcome(argv, ret, lines))
             else:
                 raise AssertionError(f"{block.where}: the README runner cannot run {command!r}: teach "
                                      "tests/readme_runner.py to, or skip the block in tests/test_readme.py with the reason")
@@ -150,6 +157,25 @@ class Shell:
 
 
 # -- python -------------------------------------------------------------------------------------
+def run_script(argv: list[str], cwd: Path) -> tuple[int, list[str]]:
+    """``python SCRIPT ARGS`` in process, as ``__main__`` from ``cwd``: (exit code, stdout lines)."""
+    script = (cwd / argv[0]).resolve()
+    assert script.is_file(), f"python {argv[0]}: no such script in {cwd}"
+    out, ret, saved = io.StringIO(), 0, (sys.argv, os.getcwd())
+    try:
+        sys.argv = [str(script), *argv[1:]]
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_:
+        ret = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = saved[0]
+        os.chdir(saved[1])
+    return ret, out.getvalue().splitlines()
+
+
+
 def run_python(block: Block, bind: Mapping[str, object] = (), placeholders: Mapping[str, str] = ()) -> str:
     """Execute a snippet as written in a fresh ``__main__`` namespace; its stdout. ``bind`` gives the names the
     README leaves for the reader to fill (``RUN_ID``), ``placeholders`` replaces text it marks as elided

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from pytest_robustness.errors import RobustnessUsageError
-from pytest_robustness.models.architectures import ARCHITECTURES, DEFAULT_ARCHITECTURES, get_architecture
+from pytest_robustness.models.architectures import (
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURES,
+    get_architecture,
+    recipe_image_size,
+)
 
 MNIST_SHAPE = (28, 28, 1)
 
@@ -58,6 +63,32 @@ def test_rgb_input_needs_no_channel_adaptation():
     names = [layer.name for layer in model.layers]
     assert "grey_to_rgb" not in names and "resize_up" not in names
     assert model(images(1, (32, 32, 3))).shape == (1, 4)
+
+
+@pytest.mark.parametrize("name, shape, cpu, gpu", [
+    ("resnet50", (100, 100, 3), (32, 32), (100, 100)),   # Fruits360: 32x32 on CPU, its own size with --gpu
+    ("vgg16", (224, 224, 3), (32, 32), (224, 224)),      # ImageNet-style
+    ("resnet50", (28, 28, 1), (32, 32), (32, 32)),       # MNIST: up to the base's smallest input either way
+    ("vgg16", (20, 40, 3), (32, 32), (32, 40)),
+    ("alex_net", (28, 28, 1), (195, 195), (195, 195)),   # no CPU size: the data's, up to the smallest it takes
+    ("alex_net", (224, 224, 3), (224, 224), (224, 224)),
+    ("le_net", (100, 100, 3), (100, 100), (100, 100)),
+])
+def test_the_recipe_trains_resnet50_and_vgg16_at_32x32_on_cpu_and_at_the_datas_size_on_a_gpu(name, shape, cpu, gpu):
+    assert recipe_image_size(ARCHITECTURES[name], shape, on_gpu=False) == cpu
+    assert recipe_image_size(ARCHITECTURES[name], shape, on_gpu=True) == gpu
+
+
+def test_the_rule_is_what_the_built_network_does():
+    """The network takes the data's images and resizes them inside to the rule's size: down on CPU, not with --gpu."""
+    keras.utils.set_random_seed(0)
+    cpu = get_architecture("resnet50").build((64, 64, 3), 2)
+    assert cpu.input_shape == (None, 64, 64, 3)
+    assert cpu.get_layer("resize_down").output.shape[1:3] == (32, 32)
+    gpu = get_architecture("resnet50").build((64, 64, 3), 2, on_gpu=True)
+    assert "resize_down" not in [layer.name for layer in gpu.layers]
+    assert gpu.get_layer("caffe_preprocess").output.shape[1:3] == (64, 64)
+    assert cpu(images(1, (64, 64, 3))).shape == gpu(images(1, (64, 64, 3))).shape == (1, 2)
 
 
 def test_unknown_architecture_names_the_choices():

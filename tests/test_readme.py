@@ -7,11 +7,14 @@ the main job, the ART recomputation of a cell, the transfer demo, the suite snip
 gate of their own model (first without a champion, then as written), and the custom-attack example.
 
 Commands run in process exactly as written, with only these appended (they select or shrink, never
-change what a command means): ``-k`` choosing one to four cells, ``--samples 100``, ``--architecture``
+change what a command means): ``-k`` choosing one to four cells, ``--samples 100`` (``--samples 4`` for
+docs/real-size.md's 224x224 images), ``--architecture``
 for the suite snippets, the main job's cache folder for a second project, and pytest's in-process flags; ``MLFLOW_TRACKING_URI`` names the project's default
 store. Snippets run as written, with the README's placeholders (``RUN_ID``, ``"0f3c..."``) bound to
-runs of the journey. A block without a plan here, or a plan without its block, fails
-``test_every_block_has_a_plan``; blocks that cannot run here are skipped with the reason.
+runs of the journey, and ``weights="imagenet"`` as ``weights=None`` (no downloads here). ``python SCRIPT.py``
+commands (docs/real-size.md's builders and training job) run as written, in process. A block without a plan
+here, or a plan without its block, fails ``test_every_block_has_a_plan``; blocks that cannot run here are
+skipped with the reason.
 """
 
 from __future__ import annotations
@@ -55,6 +58,13 @@ RUNS = {
     "# conftest.py\n": "test_write_your_own_attack_files_are_the_example",
     "# robustness_suites/test_custom.py": "test_write_your_own_attack_files_are_the_example",
     "# robustness.toml": "test_write_your_own_attack_files_are_the_example",
+    "make_photo_folder.py photos": "test_real_size_folder_training_job_and_gate",
+    "train_and_register.py photos --name photos_cnn": "test_real_size_folder_training_job_and_gate",
+    "--model-uri cnn=models:/photos_cnn/latest": "test_real_size_folder_training_job_and_gate",
+    "make_fruits360_folder.py fruits-360 fruits": "test_fruits360_folder_and_resnet50_at_32x32_on_cpu",
+    "--architecture resnet50 --dataset fruits --samples 20\n": "test_fruits360_folder_and_resnet50_at_32x32_on_cpu",
+    'registered_model_name="photos_resnet50"': "test_real_size_resnet50_with_its_preprocessing_inside",
+    "--model-uri cnn=models:/photos_resnet50/1": "test_real_size_resnet50_with_its_preprocessing_inside",
 }
 SKIPS = {
     "mlflow ui --backend-store-uri": "starts the MLflow UI, a web server that runs until it is stopped",
@@ -66,6 +76,9 @@ SKIPS = {
                                                 "have; tests/test_tracking_server.py runs the suites against a real one",
     "strategy:\n": "GitHub Actions configuration (a matrix of jobs), not a command",
     "uses: actions/cache@v4": "GitHub Actions configuration (a cache step), not a command",
+    "--samples 20 --gpu": "needs a GPU, which CI does not have; tests/test_architectures.py tests the rule that "
+                          "--gpu trains resnet50 at the data's own size (and "
+                          "test_fruits360_folder_and_resnet50_at_32x32_on_cpu runs the same command on CPU)",
 }
 
 
@@ -329,3 +342,94 @@ def test_write_your_own_attack_files_are_the_example():
     assert _code(block("# robustness_suites/test_custom.py").text) == _code(
         (example / "robustness_suites" / "test_custom.py").read_text())
     assert tomllib.loads(block("# robustness.toml").text) == tomllib.loads((example / "robustness.toml").read_text())
+
+
+# -- docs/real-size.md --------------------------------------------------------------------------------
+REAL_SIZE_SMALL = ("--samples", "4")  # 224x224 images: four per cell
+REAL_SIZE_CELL = "test_fgm and linf-eps0.1 and not minimal and not defense and not transfer and not baseline"
+FRUITS = ("Apple Braeburn", "Apricot", "Banana", "Cherry 1", "Lemon", "Strawberry")  # 6: the command keeps 5
+
+
+def fruits360_stand_in(root: Path, per_split: dict[str, int]) -> Path:
+    """A folder in Fruits360's own layout (``Training/<class>/r_<i>_100.jpg``, ``Test/...``, 100x100 RGB):
+    crops of scikit-learn's sample photographs, tinted per class, as no copy of Fruits360 can be downloaded here."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    photos = load_sample_images().images
+    for split, count in per_split.items():
+        for c, name in enumerate(FRUITS):
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            tint = np.array([1.0, 0.5 + 0.1 * c, 1.0 - 0.1 * c])
+            for i in range(count):
+                crop = photos[(c + i) % 2][40 * i:40 * i + 100, 60 * c:60 * c + 100] * tint
+                Image.fromarray(np.clip(crop, 0, 255).astype(np.uint8)).save(folder / f"r_{i}_100.jpg", quality=90)
+    return root
+
+
+def test_real_size_folder_training_job_and_gate(project, shell):
+    """docs/real-size.md, as written: the 224x224 demo folder, the user's training job registering a residual CNN,
+    and the gate of its latest version with --input-range 0,255 (one FGM cell, four images)."""
+    folder = block("make_photo_folder.py photos")
+    [made] = shell().run(folder)
+    check(folder, made, 0, "photos: 40 training and 20 test images, 224x224 RGB JPEG")
+    training = block("train_and_register.py photos --name photos_cnn")
+    [trained] = shell().run(training)
+    check(training, trained, 0, re.compile(r"^registered models:/photos_cnn/1 \([\d,]+ parameters, 224x224 RGB, "
+                                           r"classes china, flower\)$"))
+    gate = block("--model-uri cnn=models:/photos_cnn/latest")
+    [gated] = shell(["-k", REAL_SIZE_CELL, *REAL_SIZE_SMALL]).run(gate)
+    check(gate, gated, 0, re.compile(r"\b1 passed\b"))
+    experiment = project.client.get_experiment_by_name("photos")
+    [cell] = project.client.search_runs([experiment.experiment_id], "attributes.run_name = 'test_fgm[cnn-linf-eps0.1]'")
+    assert cell.data.params["model_uri"] == "models:/photos_cnn/1" and cell.data.params["input_range"] == "0,255"
+    assert cell.data.params["image_shape"] == "224,224,3"
+    assert 'value="models:/photos_cnn/1"' in (project.root / "report.xml").read_text()  # this gate's JUnit XML
+
+
+def gated_from_random_weights(command: Block, outcome: Outcome, cell: str) -> None:
+    """The cell ran to its verdict on a ResNet50 whose base has random weights (no ImageNet weights can be
+    downloaded here), which learns little from a few images: it passes, or fails on the clean-accuracy floor
+    alone (as docs/real-size.md says), never on an error, a refused model or suspected gradient masking."""
+    if outcome.ret == 0:
+        check(command, outcome, 0, re.compile(r"\b1 passed\b"))
+        return
+    check(command, outcome, 1, re.compile(r"\b1 failed\b"))
+    check(command, outcome, 1, re.compile(re.escape(cell) + r": clean_accuracy 0\.\d{4} < 0\.2000 \(suite default\)$"))
+
+
+@pytest.mark.slow  # trains the harness's ResNet50 (at 32x32) and gates it: about a minute on a shared 2-core CPU
+def test_fruits360_folder_and_resnet50_at_32x32_on_cpu(project, shell):
+    """docs/real-size.md: a Fruits360 copy (a stand-in in its layout) laid out as a Dioptra folder, five classes,
+    then the harness's resnet50 trained on its 100x100 images at 32x32, the CPU's size, logged as such, and gated."""
+    fruits360_stand_in(project.root / "fruits-360", {"Training": 3, "Test": 2})
+    layout = block("make_fruits360_folder.py fruits-360 fruits")
+    [made] = shell().run(layout)
+    check(layout, made, 0, "fruits: 5 classes, 15 training and 10 test images")
+    assert sorted(p.name for p in (project.root / "fruits" / "testing").iterdir()) == sorted(FRUITS)[:5]
+    command = block("--architecture resnet50 --dataset fruits --samples 20\n")
+    [gated] = shell(["-k", REAL_SIZE_CELL, *REAL_SIZE_SMALL]).run(command)
+    gated_from_random_weights(command, gated, "test_fgm[resnet50-linf-eps0.1]")
+    experiment = project.client.get_experiment_by_name("fruits")
+    [training] = project.client.search_runs([experiment.experiment_id], "tags.`robustness.kind` = 'training'")
+    assert training.data.params["recipe_image_size"] == "32x32" and training.data.params["recipe_device"] == "cpu"
+    assert training.data.params["image_shape"] == "100,100,3"
+
+
+@pytest.mark.slow  # fine-tunes and gates a 24M-parameter ResNet50 at 224x224: over a minute on a shared 2-core CPU
+def test_real_size_resnet50_with_its_preprocessing_inside(project, shell):
+    """docs/real-size.md's ResNet50 with caffe preprocessing inside, logged with mlflow.keras, then gated. Its
+    ImageNet weights cannot be downloaded here: the same model with random weights (weights=None)."""
+    if not (project.root / "photos").is_dir():
+        shell().run(block("make_photo_folder.py photos"))
+    snippet = block('registered_model_name="photos_resnet50"')
+    run_python(snippet, placeholders={'weights="imagenet"': "weights=None"})
+    assert project.latest_version("photos_resnet50") == 1
+    gate = block("--model-uri cnn=models:/photos_resnet50/1")
+    [gated] = shell(["-k", REAL_SIZE_CELL, *REAL_SIZE_SMALL]).run(gate)
+    gated_from_random_weights(gate, gated, "test_fgm[cnn-linf-eps0.1]")
+    experiment = project.client.get_experiment_by_name("photos")
+    [cell] = project.client.search_runs([experiment.experiment_id], "params.model_uri = 'models:/photos_resnet50/1'")
+    assert cell.data.params["input_range"] == "0,255" and cell.data.params["model_output"] == "logits"
+    assert cell.data.tags["robustness.gradient_masking"] == "none suspected"

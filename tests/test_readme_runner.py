@@ -67,6 +67,21 @@ def test_a_command_the_runner_does_not_know_fails_and_installs_are_skipped_with_
         shell.run(doc, "make gate")
 
 
+def test_a_python_script_runs_in_process_from_the_blocks_folder_with_its_arguments(tmp_path):
+    (tmp_path / "tools").mkdir()
+    (tmp_path / "tools" / "count.py").write_text(
+        "import pathlib, sys\nprint(len(sys.argv[1:]), pathlib.Path.cwd().name)\n"
+        "sys.exit(3 if 'fail' in sys.argv else 0)\n")
+    shell = Shell(tmp_path, lambda args, cwd: (0, []), lambda k, v: None)
+    doc = Block("docs/x.md", 1, "bash", "python tools/count.py a b\n")
+    [outcome] = shell.run(doc)
+    assert (outcome.ret, outcome.lines) == (0, [f"2 {tmp_path.name}"])
+    [_, failed] = shell.run(doc, "python tools/count.py fail")
+    assert failed.ret == 3
+    with pytest.raises(AssertionError, match=r"python tools/missing.py: no such script"):
+        shell.run(doc, "python tools/missing.py")
+
+
 def test_a_broken_python_snippet_fails(tmp_path):
     snippet = Block("README.md", 7, "python", "import math\nprint(math.sqrt(16))\n")
     assert run_python(snippet) == "4.0\n"

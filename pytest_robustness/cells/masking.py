@@ -12,7 +12,10 @@ with the true labels:
 - ``zero_gradient``: the fraction of images whose input gradient of the attack's
   loss is exactly zero (must stay at most ``ZERO_GRADIENT_MAX``);
 - ``rising_accuracy``: L-inf FGM at growing eps (the ladder, the cell's eps, 1.0):
-  accuracy must not rise above the previous step's 95% Wilson interval;
+  accuracy must not rise above the previous step's 95% Wilson interval, unless it stays
+  at most the images' majority-class share: at eps 1.0 FGM's images are saturated sign
+  patterns, which an honest model often gives one class, scoring that class's share
+  (on two classes half the images: no sign of masking);
 - ``iterative_weaker``: PGD at the cell's eps must not be weaker than FGM there
   (beyond FGM's interval);
 - ``unbounded``: PGD at L-inf eps 1.0 (any image can become any other) must bring
@@ -188,15 +191,18 @@ def assess(probe: Probe, eps: float) -> tuple[dict[str, float], list[Finding]]:
     if zero > ZERO_GRADIENT_MAX:
         findings.append(Finding("zero_gradient", f"the input gradient is exactly zero on {zero:.3f} of {n} images "
                                                  f"(at most {ZERO_GRADIENT_MAX:g})"))
+    majority = float(np.unique(probe.y, return_counts=True)[1].max() / n) if n else 0.0
+    metrics["masking_majority_share"] = majority
     ladder = sorted({*LADDER, eps})
     previous, previous_eps = clean, 0.0
     for step in ladder:
         value = probe.fgm(step)
         metrics[f"masking_fgm_accuracy_eps{step:g}"] = value
-        if value > high(previous):
+        if value > high(previous) and value > majority:
             findings.append(Finding("rising_accuracy", f"FGM accuracy rises from {previous:.3f} at eps {previous_eps:g} "
                                                        f"to {value:.3f} at eps {step:g} (95% interval of the first "
-                                                       f"ends at {high(previous):.3f})"))
+                                                       f"ends at {high(previous):.3f}; one class for every "
+                                                       f"image scores {majority:.3f})"))
         previous, previous_eps = value, step
     fgm = metrics[f"masking_fgm_accuracy_eps{eps:g}"]
     metrics["masking_pgd_accuracy"] = pgd = probe.pgd(eps, eps / 4)

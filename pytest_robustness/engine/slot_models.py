@@ -12,7 +12,7 @@ import time
 from typing import Any, Protocol
 
 from ..errors import NotApplicable
-from ..models.architectures import get_architecture
+from ..models.architectures import get_architecture, recipe_image_size
 from ..models.files import register_model_file
 from ..models.loading import file_digest
 from ..models.recipes import get_recipe
@@ -70,6 +70,9 @@ def load_or_train(session: SlotContext, architecture: str, recipe: str) -> Regis
         identity["base_weights"] = file_digest(base_weights)
     if recipe:  # a recipe's trainer (ART's or the compiled one) makes other weights
         identity["trainer"] = session.settings.attack_backend
+    size = trained_image_size(session, architecture)
+    if size != trained_image_size(session, architecture, on_gpu=True):  # resized for the CPU: another model
+        identity["recipe_image_size"] = size
     digest = training_digest(**identity)
 
     def train():
@@ -87,6 +90,14 @@ def load_or_train(session: SlotContext, architecture: str, recipe: str) -> Regis
     )
 
 
+def trained_image_size(session: SlotContext, architecture: str, on_gpu: bool | None = None) -> str:
+    """``HxW``, the size the recipe trains ``architecture`` at (``recipe_image_size``) on this session's device,
+    or on a GPU (``on_gpu=True``): the data's own size, which keeps the identity models had before the rule."""
+    gpu = bool(session.settings.gpu) if on_gpu is None else on_gpu
+    height, width = recipe_image_size(get_architecture(architecture), session.dataset.input_shape, on_gpu=gpu)
+    return f"{height}x{width}"
+
+
 def train_and_register(session: SlotContext, name, architecture, recipe, recipe_fn, params):
     """Train ``architecture`` by ``recipe_fn`` in a child run and register it (``mlflow.tensorflow``)."""
     session.tensorflow()
@@ -101,9 +112,12 @@ def train_and_register(session: SlotContext, name, architecture, recipe, recipe_
         keras.utils.set_random_seed(session.settings.seed)
         base_weights = session.settings.model.base_weights_for(architecture)
         model = get_architecture(architecture).build(data.input_shape, data.n_classes,
-                                                     str(base_weights) if base_weights else None)
+                                                     str(base_weights) if base_weights else None,
+                                                     on_gpu=bool(session.settings.gpu))
         compile_model(model, params)
         session.tracker.log_params(run_id, {**params.as_dict(), "model_architecture": architecture,
+                                            "recipe_image_size": trained_image_size(session, architecture),
+                                            "recipe_device": "gpu" if session.settings.gpu else "cpu",
                                             "recipe": recipe or "standard", **data.params,
                                             "dataset_digest": data.digest, "seed": session.settings.seed})
         metrics = recipe_fn(session, model, architecture, params)

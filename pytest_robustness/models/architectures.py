@@ -1,10 +1,15 @@
 """Registry of model architectures, each as NIST's Dioptra defines it.
 
 Every model takes the dataset's own images (e.g. 28x28x1 in [0, 1]) and adapts
-them *inside* the network (resize up to the smallest size the architecture
-accepts, grey to RGB, ImageNet's caffe preprocessing), so attacks, patches and
-defenses all work in the data's pixel space and gradients flow through the
-adaptation.
+them *inside* the network (resize to the size its recipe trains at, grey to RGB,
+ImageNet's caffe preprocessing), so attacks, patches and defenses all work in the
+data's pixel space and gradients flow through the adaptation.
+
+The size a recipe trains at is one rule, ``recipe_image_size``: the data's own size,
+resized up to the smallest the architecture accepts (``min_size``); on CPU an
+architecture with a ``cpu_side`` (``resnet50``, ``vgg16``: 32) is resized to that
+square instead, up or down, so a 100x100 Fruits360 or 224x224 ImageNet folder trains in
+minutes, not hours; with ``--gpu`` it trains at the data's own size, as Dioptra does.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ class Architecture:
     name: str
     build_head: Callable[[Any, int, str | None], Any]
     min_size: int = 1
+    cpu_side: int | None = None  # on CPU, train at cpu_side x cpu_side whatever the data's size (recipe_image_size)
     rgb: bool = False
     caffe: bool = False
     slow: bool = False
@@ -39,7 +45,9 @@ class Architecture:
                 f"architecture {self.name}: input shape {shape} is not (height, width, 1 or 3 channels)"
             )
 
-    def build(self, input_shape: tuple[int, int, int], n_classes: int, weights_file: str | None = None) -> "keras.Model":
+    def build(self, input_shape: tuple[int, int, int], n_classes: int, weights_file: str | None = None,
+              on_gpu: bool = False) -> "keras.Model":
+        """The network on the data's images, resized inside to ``recipe_image_size`` (``on_gpu``: ``--gpu``)."""
         import keras
 
         from .keras_layers import CaffePreprocess
@@ -48,14 +56,27 @@ class Architecture:
         inputs = keras.Input(shape=input_shape, name="image")
         x = inputs
         height, width, channels = input_shape
-        if min(height, width) < self.min_size:
-            x = keras.layers.Resizing(max(height, self.min_size), max(width, self.min_size), name="resize_up")(x)
+        target = recipe_image_size(self, input_shape, on_gpu)
+        if target != (height, width):
+            grows = target[0] >= height and target[1] >= width
+            x = keras.layers.Resizing(*target, name="resize_up" if grows else "resize_down")(x)
         if self.rgb and channels == 1:
             x = keras.layers.Concatenate(axis=-1, name="grey_to_rgb")([x, x, x])
         if self.caffe:
             x = CaffePreprocess(name="caffe_preprocess")(x)
         outputs = self.build_head(x, n_classes, weights_file)
         return keras.Model(inputs, outputs, name=self.name)
+
+
+def recipe_image_size(architecture: Architecture, input_shape: tuple[int, ...], on_gpu: bool) -> tuple[int, int]:
+    """(height, width) the architecture's recipe trains and is attacked at, inside the model: the one rule.
+
+    On CPU an architecture with a ``cpu_side`` works at that square (resnet50 and vgg16: 32x32, up or down);
+    otherwise (``--gpu``, or any other architecture) at the data's own size, resized up to ``min_size``."""
+    height, width = int(input_shape[0]), int(input_shape[1])
+    if architecture.cpu_side is not None and not on_gpu:
+        return architecture.cpu_side, architecture.cpu_side
+    return max(height, architecture.min_size), max(width, architecture.min_size)
 
 
 def _shallow_net(x, n_classes, _weights):
@@ -133,10 +154,10 @@ ARCHITECTURES: dict[str, Architecture] = {
         # 195 px is the smallest input the valid-padded AlexNet stack reduces to >= 1x1.
         Architecture("alex_net", _alex_net, min_size=195, rgb=True, slow=True, doc="AlexNet, valid padding",
                      training_overrides=SLOW_TRAINING, max_eval_samples=SLOW_EVAL_SAMPLES),
-        Architecture("resnet50", _applications_head("ResNet50"), min_size=32, rgb=True, caffe=True,
+        Architecture("resnet50", _applications_head("ResNet50"), min_size=32, cpu_side=32, rgb=True, caffe=True,
                      slow=True, doc="keras.applications ResNet50 base",
                      training_overrides=SLOW_TRAINING, max_eval_samples=SLOW_EVAL_SAMPLES),
-        Architecture("vgg16", _applications_head("VGG16"), min_size=32, rgb=True, caffe=True,
+        Architecture("vgg16", _applications_head("VGG16"), min_size=32, cpu_side=32, rgb=True, caffe=True,
                      slow=True, doc="keras.applications VGG16 base",
                      training_overrides=SLOW_TRAINING, max_eval_samples=SLOW_EVAL_SAMPLES),
     )

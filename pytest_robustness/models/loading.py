@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ SUPPORTED_FLAVORS = ("keras", "tensorflow")
 SIGNATURE_TAG = "robustness.model_signature"
 MODEL_OUTPUTS = ("auto", "logits", "probabilities")
 MODEL_FILE_SUFFIXES = (".keras", ".h5")
+UNLOCATABLE_FUNCTION = re.compile(r"Could not locate function '([^']+)'")
 TRUST_HINT = ("if you trust this model's code, allow it with --trust-model-code "
               "(ini: robustness_trust_model_code = true)")
 
@@ -95,7 +97,7 @@ def load_keras_file(path: str | Path, origin: str, trust_code: bool) -> tuple[An
         return keras.saving.load_model(str(path), compile=False, safe_mode=True), False
     except Exception as exc:  # Keras raises ValueError or TypeError, sometimes wrapping the safe-mode refusal
         if not _is_safe_mode_refusal(exc):
-            raise RobustnessUsageError(f"{origin}: not a loadable Keras model ({_first_line(exc)})") from None
+            raise RobustnessUsageError(f"{origin}: not a loadable Keras model ({_why_not_loadable(exc)})") from None
         if not trust_code:
             raise RobustnessUsageError(f"{origin}: refused to load: it contains Python code (a Lambda layer or "
                                        f"a custom object with code), which Keras' safe mode does not run; "
@@ -109,6 +111,20 @@ def _is_safe_mode_refusal(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def _why_not_loadable(exc: BaseException) -> str:
+    """Keras' reason, named: a function saved by name only (``Lambda(preprocess_input)``) loads nowhere."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        found = UNLOCATABLE_FUNCTION.search(str(cause))
+        if found:
+            return (f"a Lambda layer calls the function {found[1]!r}, which Keras saves by its name only, so no "
+                    f"program can load it; call the function on the model's input instead (e.g. x = keras."
+                    f"applications.resnet50.preprocess_input(inputs), saved as Keras operations) or use layers "
+                    f"(Rescaling, Normalization), and save the model again")
+        cause = cause.__cause__ or cause.__context__
+    return _first_line(exc)
 
 
 def _first_line(exc: BaseException) -> str:
