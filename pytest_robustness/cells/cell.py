@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from ..attacks import get_attack
+from ..data.image_stream import stratified_subset
 from ..errors import RobustnessUsageError
 from ..metrics import statistics
 from ..metrics.names import JUNIT_METRICS
@@ -234,8 +235,10 @@ class Robustness:
             return ""
         slot = result.crafted_on
         n = masking.probe_size(len(result.y_true), int(np.prod(self.session.data_info.input_shape)))
-        x, y = self.session.eval_head(self.architecture, n) if result.kept_index is not None else (
-            result.x_clean[:n], result.y_true[:n])  # a streamed result keeps a sample: read the first images
+        rows = stratified_subset(result.y_true, n)  # every class (a folder's images come class by class)
+        y = result.y_true[rows]
+        # a streamed result keeps a sample of its images: the probe's are read again
+        x = self.session.stream_rows(rows) if result.kept_index is not None else result.x_clean[rows]
 
         def model():  # logits (behind the defense's compiled form, if any): the kernels' loss is on logits
             if slot.attack_model is not None:

@@ -6,8 +6,8 @@ a non-differentiable defence) defeats gradient attacks without being robust
 Security"; Carlini et al. 2019, "On Evaluating Adversarial Robustness", sections
 4-5). For the classifier a cell's examples were crafted on (the model; for the
 adaptive threat model the defended classifier, with BPDA and EoT) a cheap probe on
-at most ``PROBE_IMAGES`` evaluation images (fewer for large images: ``probe_size``) measures,
-with the true labels:
+at most ``PROBE_IMAGES`` evaluation images (fewer for large images: ``probe_size``; a stratified
+sample, as a folder's images come class by class) measures, with the true labels:
 
 - ``zero_gradient``: the fraction of images whose input gradient of the attack's
   loss is exactly zero (must stay at most ``ZERO_GRADIENT_MAX``);

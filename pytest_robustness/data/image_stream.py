@@ -112,8 +112,15 @@ class FolderStream:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Images ``start:stop`` as float32 in [0, 1], decoded now (``read_folder``'s arithmetic)."""
+        return self._decoded(self.paths[start:stop])
+
+    def read_rows(self, index: np.ndarray) -> np.ndarray:
+        """Images at positions ``index`` (e.g. the masking probe's stratified sample), decoded now."""
+        return self._decoded([self.paths[i] for i in index])
+
+    def _decoded(self, paths: list[Path]) -> np.ndarray:
         pixels = []
-        for path in self.paths[start:stop]:
+        for path in paths:
             with _open(path, self.option) as image:
                 try:
                     pixels.append(_decode(image, self.mode, self.size))

@@ -168,12 +168,14 @@ class RobustnessSession:
         freeze(x, y)
         return x, y
 
-    def eval_head(self, architecture: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first ``n`` images of the evaluation set (the gradient-masking probe's)."""
-        if self.stream is not None:
-            return self.memo.once(("stream_head", n), lambda: (self.stream.read(0, n), self.stream.labels[:n]))
-        x, y = self.eval_set(architecture)
-        return x[:n], y[:n]
+    def stream_rows(self, index: np.ndarray) -> np.ndarray:
+        """Images of the streamed evaluation set at positions ``index``, decoded once per session."""
+        return self.memo.once(("stream_rows", content_digest(np.asarray(index))), lambda: self._frozen_rows(index))
+
+    def _frozen_rows(self, index: np.ndarray) -> np.ndarray:
+        x = self.stream.read_rows(index)
+        freeze(x)
+        return x
 
     def model(self, architecture: str, recipe: str = "") -> RegisteredModel:
         """The registered model of slot (``architecture``, ``recipe``), loaded or trained once (``slot_models``)."""
