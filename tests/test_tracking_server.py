@@ -149,7 +149,8 @@ def test_xdist_suite_logs_everything_to_the_server(pytester, tracking_server, se
             assert float(properties[metric]) == pytest.approx(test_run.data.metrics[metric], abs=1e-6)
 
 
-def test_serial_run_gives_the_same_numbers_as_xdist(pytester, tracking_server, parallel):
+def test_serial_run_gives_the_same_numbers_as_xdist(pytester, tracking_server, parallel, monkeypatch):
+    monkeypatch.delenv("PYTEST_XDIST_WORKER", raising=False)  # this test may itself run on an xdist worker
     first = _run_parallel(pytester, tracking_server, parallel)
     assert first["result"].ret == 0, first["result"].stdout.str()
     if pytester.path != first["path"]:
