@@ -170,7 +170,7 @@ def main_job(project, shell) -> Outcome:
             "python -m pytest tests": "the plugin's own tests, of which this test is one (CI runs them: tox.ini)"})
         [outcome] = runner.run(quick_start)
         assert [command for command, _ in runner.skipped] == ['pip install -e .[cpu]', 'pip install -e .[test]',
-                                                               "python -m pytest tests"]
+                                                               "python -m pytest tests -n 2"]
         return outcome
     return once(project, "main job", run)
 
