@@ -49,7 +49,8 @@ def craft_streamed(session, spec, resolved: dict[str, Any], slot: ModelSlot, sco
     kept = example_files.keep_sample(n, example_files.examples_to_keep(n, image_bytes, session.settings.keep_examples),
                                      seed)
     kept = np.arange(n) if kept is None else kept
-    clean_p, adv_p, tables, kept_clean, kept_adv, runs = [], [], [], [], [], []
+    clean_p, adv_p, tables, kept_clean, kept_adv = [], [], [], [], []
+    extra_params, seconds, origins, first_key = {}, 0.0, set(), None  # the batches' runs, without their images
     started = last_line = time.perf_counter()
     for start, stop, x in _prefetched(stream, n, timer):
         with timer.timed("craft_adaptive" if slot.recipe else "craft"):
@@ -62,7 +63,10 @@ def craft_streamed(session, spec, resolved: dict[str, Any], slot: ModelSlot, sco
         rows = kept[(kept >= start) & (kept < stop)] - start
         kept_clean.append(x[rows])
         kept_adv.append(np.asarray(run.x_adv)[rows])
-        runs.append(AttackRun(kept_adv[-1], {}, run.extra_params, run.seconds, run.reused, run.key))  # not its x_adv
+        extra_params.update(run.extra_params)
+        seconds += run.seconds
+        origins.add(run.reused)
+        first_key = first_key or run.key
         del run
         if time.perf_counter() - last_line >= PROGRESS_SECONDS:
             last_line = time.perf_counter()
@@ -76,8 +80,8 @@ def craft_streamed(session, spec, resolved: dict[str, Any], slot: ModelSlot, sco
         sizes = statistics.sample_sizes(y, y, clean_p.argmax(1), None, None)
         values.update(statistics.intervals(values, sizes))
     x_clean, x_adv = np.concatenate(kept_clean), np.concatenate(kept_adv)
-    run = AttackRun(x_adv, {}, {k: v for r in runs for k, v in r.extra_params.items()},
-                    sum(r.seconds for r in runs), _reused(runs), runs[0].key)
+    # the examples' origin as one tag: "cache" when every batch came from the cache
+    run = AttackRun(x_adv, {}, extra_params, seconds, "cache" if origins == {"cache"} else "", first_key)
     params = {**resolved, **run.extra_params}
     return AttackResult(spec.name, params, scorer.model_uri, x_clean, y, x_adv, clean_p, adv_p, values, distances,
                         run, sample_sizes=sizes, kept_index=kept)
@@ -103,11 +107,6 @@ def _prefetched(stream, n: int, timer: PhaseTimer):
             pending = reader.submit(stream.read, *bounds[i + 1]) if i + 1 < len(bounds) else None
             yield start, stop, x
             del x
-
-
-def _reused(runs: list[AttackRun]) -> str:
-    """The examples' origin as one tag: "cache" when every batch came from the cache."""
-    return "cache" if all(r.reused == "cache" for r in runs) else ""
 
 
 __all__ = ["craft_streamed", "require_every_example", "streams"]

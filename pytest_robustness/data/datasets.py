@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import weakref
 import zipfile
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from .. import registry_scope
 from ..errors import RobustnessUsageError
 from .checks import check_images, check_same_image_shape, check_test_labels_known, integer_labels
 from .image_folders import FolderListing, list_folder, read_folder
-from .image_stream import DEFAULT_STREAM_BATCH, STREAM_ABOVE_BYTES, FolderStream, stream_bytes
+from .image_stream import DEFAULT_STREAM_BATCH, STREAM_ABOVE_BYTES, FolderStream, data_params, stream_bytes
 
 TEST_FRACTION = 0.2
 DATASETS_VERSION = 1  # bump when loading or splitting changes: it keys cached splits
@@ -53,9 +52,7 @@ class Dataset:
 
     @property
     def params(self) -> dict[str, str]:
-        """What a run logs about its data: the source, the image shape and the class names, in label order."""
-        return {"dataset": self.source, "image_shape": ",".join(map(str, self.input_shape)),
-                "class_names": json.dumps(list(self.class_names))}
+        return data_params(self.source, self.input_shape, self.class_names)
 
 
 def content_digest(*arrays: np.ndarray) -> str:

@@ -140,6 +140,27 @@ def _decode(image, mode: str, size: tuple[int, int] | None) -> np.ndarray:
     return pixels[..., None] if pixels.ndim == 2 else pixels
 
 
+def same_size(first: tuple[Path, tuple[int, int]] | None, path: Path, image, root: Path,
+              option: str) -> tuple[Path, tuple[int, int]]:
+    """The first image and its size, checked against ``image`` (without ``--image-size`` one size only)."""
+    if first is None:
+        return path, image.size
+    if image.size != first[1]:
+        raise RobustnessUsageError(
+            f"{option} {root}: images of different sizes: {first[0]} is "
+            f"{first[1][1]}x{first[1][0]} and {path} is {image.size[1]}x{image.size[0]} (height x width); "
+            f"give --image-size H,W,C to resize them")
+    return first
+
+
+def decode_checked(image, path: Path, mode: str, size: tuple[int, int] | None, option: str) -> np.ndarray:
+    """``_decode``, a file truncated after its header failing in one line naming it."""
+    try:
+        return _decode(image, mode, size)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise RobustnessUsageError(f"{option}: {path} is not a readable image ({exc})") from None
+
+
 class ReadProgress:
     """``read N/M images`` at most every PROGRESS_SECONDS, and a last line if any was shown.
 
@@ -186,17 +207,10 @@ def read_folder(listing: FolderListing, image_size: tuple[int, int, int] | None 
     for done, (split, path, _) in enumerate(items, 1):
         with _open(path, option) as image:
             if image_size is None:
-                if first is None:
-                    first = (path, image.size)
-                elif image.size != first[1]:
-                    raise RobustnessUsageError(
-                        f"{option} {listing.root}: images of different sizes: {first[0]} is "
-                        f"{first[1][1]}x{first[1][0]} and {path} is {image.size[1]}x{image.size[0]} (height x width); "
-                        f"give --image-size H,W,C to resize them")
-            try:  # without --image-size: each image in its own layout (grey or RGB), unified below
-                decoded[split].append(_decode(image, mode or ("L" if _is_grey(image) else "RGB"), size))
-            except (OSError, ValueError, SyntaxError) as exc:
-                raise RobustnessUsageError(f"{option}: {path} is not a readable image ({exc})") from None
+                first = same_size(first, path, image, listing.root, option)
+            # without --image-size: each image in its own layout (grey or RGB), unified below
+            decoded[split].append(decode_checked(image, path, mode or ("L" if _is_grey(image) else "RGB"), size,
+                                                 option))
         progress.step(done)
     progress.finish()
     if mode is None and any(a.shape[-1] == 3 for arrays in decoded.values() for a in arrays):

@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ..errors import RobustnessUsageError
-from .image_folders import CHANNEL_MODES, FolderListing, _decode, _is_grey, _open
+from .image_folders import CHANNEL_MODES, FolderListing, _is_grey, _open, decode_checked, same_size
 
 STREAM_ABOVE_BYTES = 1 << 30  # auto: stream a folder whose evaluation images take more than this as float32
 DEFAULT_STREAM_BATCH = 256  # images read, attacked and scored at a time (a multiple of the kernels' batches)
@@ -45,6 +45,11 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int = SUBSET_SEED) -> np
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
+def data_params(source: str, input_shape, class_names) -> dict[str, str]:
+    """What a run logs about its data: the source, the image shape and the class names, in label order."""
+    return {"dataset": source, "image_shape": ",".join(map(str, input_shape)), "class_names": json.dumps(list(class_names))}
+
+
 @dataclass(frozen=True)
 class DataInfo:
     """What runs log and models need to know of a data set, without its images."""
@@ -61,8 +66,7 @@ class DataInfo:
 
     @property
     def params(self) -> dict[str, str]:
-        return {"dataset": self.source, "image_shape": ",".join(map(str, self.input_shape)),
-                "class_names": json.dumps(list(self.class_names))}
+        return data_params(self.source, self.input_shape, self.class_names)
 
 
 class FolderStream:
@@ -96,13 +100,7 @@ class FolderStream:
         for split_files in listing.files.values():
             for path, _ in split_files:
                 with _open(path, self.option) as image:
-                    if first is None:
-                        first = (path, image.size)
-                    elif image.size != first[1]:
-                        raise RobustnessUsageError(
-                            f"{self.option} {listing.root}: images of different sizes: {first[0]} is "
-                            f"{first[1][1]}x{first[1][0]} and {path} is {image.size[1]}x{image.size[0]} "
-                            f"(height x width); give --image-size H,W,C to resize them")
+                    first = same_size(first, path, image, listing.root, self.option)
                     grey = grey and _is_grey(image)
         width, height = first[1]
         return ("L" if grey else "RGB"), None, (height, width, 1 if grey else 3)
@@ -122,22 +120,11 @@ class FolderStream:
         pixels = []
         for path in paths:
             with _open(path, self.option) as image:
-                try:
-                    pixels.append(_decode(image, self.mode, self.size))
-                except (OSError, ValueError, SyntaxError) as exc:
-                    raise RobustnessUsageError(f"{self.option}: {path} is not a readable image ({exc})") from None
+                pixels.append(decode_checked(image, path, self.mode, self.size, self.option))
         x = np.stack(pixels).astype(np.float32)
         x /= 255.0
         x.flags.writeable = False
         return x
-
-    def batches(self):
-        """``(start, images)`` for every batch, in order."""
-        for start in range(0, len(self), self.batch):
-            yield start, self.read(start, min(start + self.batch, len(self)))
-
-    def float32_bytes(self) -> int:
-        return len(self) * int(np.prod(self.info.input_shape)) * 4
 
 
 def stream_bytes(listing: FolderListing, image_size: tuple[int, int, int] | None, samples: int,
