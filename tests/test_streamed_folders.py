@@ -1,6 +1,6 @@
 """A folder larger than memory is gated batch by batch, with the numbers of the in-memory path.
 
-The user's data is a Dioptra folder of PNG files (scikit-learn's 8x8 digits, listed class by
+The user's data is a Dioptra folder of PNG (and, for the equality, JPEG) files (scikit-learn's 8x8 digits, listed class by
 class as Keras lists them) and the user's logits CNN, registered with ``mlflow.keras.log_model``
 and named ``cnn``. The same FGM suite runs with ``--stream-batch 32`` (each cell reads, attacks
 and scores 32 images at a time) and with ``--stream-batch 0`` (the data set loaded whole): every
@@ -30,14 +30,14 @@ from pytest_robustness.metrics import statistics
 ARGS = ("--attack-backend", "compiled", "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning")
 
 
-def digits_folder(npz: Path, root: Path) -> Path:
-    """The .npz digits as a Dioptra folder of grey PNG files, ``training/<digit>/`` and ``testing/<digit>/``."""
+def digits_folder(npz: Path, root: Path, suffix: str = "png") -> Path:
+    """The .npz digits as a Dioptra folder of grey PNG (or JPEG) files, ``training/<digit>/`` and ``testing/<digit>/``."""
     data = np.load(npz)
     for split, x, y in (("training", data["x_train"], data["y_train"]), ("testing", data["x_test"], data["y_test"])):
         for i, (image, label) in enumerate(zip(x, y)):
             folder = root / split / str(label)
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(image[..., 0], "L").save(folder / f"{i:05d}.png")
+            Image.fromarray(image[..., 0], "L").save(folder / f"{i:05d}.{suffix}")
     return root
 
 
@@ -46,7 +46,7 @@ def user_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("streamed")
     store, npz, model = digits_logits_cnn(root)
     register_keras(store, model, "digits_cnn")
-    return store, digits_folder(npz, root / "digits")
+    return store, digits_folder(npz, root / "digits"), digits_folder(npz, root / "jpeg" / "digits", "jpg")
 
 
 def run(pytester, store, folder, *args):
@@ -54,8 +54,11 @@ def run(pytester, store, folder, *args):
                               "--model-uri", "cnn=models:/digits_cnn/1", *args)
 
 
-def test_a_streamed_folder_gives_the_in_memory_numbers_without_loading_the_data_set(pytester, user_folder, tmp_path):
-    store, folder = user_folder
+@pytest.mark.parametrize("files", ["png", "jpeg"])
+def test_a_streamed_folder_gives_the_in_memory_numbers_without_loading_the_data_set(pytester, user_folder, tmp_path,
+                                                                                    files):
+    store, png, jpeg = user_folder
+    folder = png if files == "png" else jpeg
     pytester.makepyfile(test_suite=FGM_SUITE)
     streamed = run(pytester, store, folder, "--stream-batch", "32", "--robustness-cache-dir", str(tmp_path / "s"),
                    "--junitxml", str(tmp_path / "streamed.xml"))
@@ -79,7 +82,7 @@ def test_a_streamed_folder_gives_the_in_memory_numbers_without_loading_the_data_
 
 
 def test_the_streamed_examples_file_recomputes_its_kept_images(pytester, user_folder, tmp_path):
-    store, folder = user_folder
+    store, folder, _ = user_folder
     pytester.makepyfile(test_suite=FGM_SUITE)
     result = run(pytester, store, folder, "--stream-batch", "32", "--keep-examples", "50", "-k", "inf",
                  "--robustness-cache-dir", str(tmp_path / "c"))
@@ -127,7 +130,7 @@ def test_defended(robustness):
 
 
 def test_a_cell_that_needs_every_example_skips_with_one_line(pytester, user_folder, tmp_path):
-    store, folder = user_folder
+    store, folder, _ = user_folder
     pytester.makepyfile(test_suite=DEFENDED_SUITE)
     result = run(pytester, store, folder, "--stream-batch", "32", "-rs", "--robustness-cache-dir", str(tmp_path))
     result.assert_outcomes(skipped=1)
@@ -135,7 +138,7 @@ def test_a_cell_that_needs_every_example_skips_with_one_line(pytester, user_fold
 
 
 def test_stream_batch_is_checked_at_start_up(pytester, user_folder, tmp_path):
-    store, folder = user_folder
+    store, folder, _ = user_folder
     pytester.makepyfile(test_suite=FGM_SUITE)
     result = run(pytester, store, folder, "--stream-batch", "many")
     assert result.ret == 4
@@ -148,7 +151,7 @@ def test_stream_batch_is_checked_at_start_up(pytester, user_folder, tmp_path):
 def test_auto_streams_a_folder_above_the_memory_bound(pytester, user_folder, tmp_path, monkeypatch):
     """``auto`` (the default) streams a folder whose evaluation images exceed the bound (here lowered to
     50 KB; the bound reads one header and counts three channels: 360 digits 276 KB, 60 of them 46 KB), and loads a smaller one whole."""
-    store, folder = user_folder
+    store, folder, _ = user_folder
     monkeypatch.setattr(image_stream, "STREAM_ABOVE_BYTES", 50_000)
     monkeypatch.setattr(datasets, "STREAM_ABOVE_BYTES", 50_000)
     pytester.makepyfile(test_suite=FGM_SUITE)
