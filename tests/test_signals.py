@@ -53,6 +53,15 @@ def wait_for(condition, seconds: float, what: str, process: subprocess.Popen, lo
         time.sleep(0.2)
 
 
+def first_cell_finished(store) -> bool:
+    if not store.db.exists():
+        return False
+    try:
+        return any(r.info.run_name == FIRST and r.info.status == "FINISHED" for r in store.runs(EXPERIMENT))
+    except Exception:  # noqa: BLE001 - the store is being created or migrated by the run under test
+        return False
+
+
 def cancel_after_first_cell(pytester: pytest.Pytester, store, signum: int, *args: str) -> tuple[int, str, float]:
     """Run the suite in its own process group, signal it once the first cell passed and the second runs."""
     pytester.makepyfile(test_cancelled=CANCELLED_SUITE)
@@ -70,6 +79,9 @@ def cancel_after_first_cell(pytester: pytest.Pytester, store, signum: int, *args
             wait_for(lambda: f"PASSED test_cancelled.py::{FIRST}" in log.read_text()
                      or f"test_cancelled.py::{FIRST} PASSED" in log.read_text(), 60, "first cell's PASSED", process,
                      log)
+            # Finished: its teardown recorded it and its run ended (under xdist the call's PASSED reaches the
+            # controller before the teardown that carries the cell's JUnit properties).
+            wait_for(lambda: first_cell_finished(store), 60, "first cell's FINISHED run", process, log)
             signalled = time.monotonic()
             if "-n" in args:
                 os.killpg(process.pid, signum)  # what a CI runner does: the controller and its workers
